@@ -1,0 +1,117 @@
+"""Complete-state checkpoints: written atomically, read with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """No readable checkpoint where one was expected."""
+
+
+def atomic_torch_save(state: dict[str, Any], path: str | Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_files(directory: str | Path) -> list[Path]:
+    """``step_<N>.pt`` files in ``directory``, newest step first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in directory.iterdir()
+        if (m := CHECKPOINT_PATTERN.match(p.name))
+    ]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | Path, keep: int) -> Path:
+    """Save ``state`` as ``step_<step>.pt`` and delete all but the ``keep`` newest."""
+    path = Path(directory) / f"step_{int(state['step']):08d}.pt"
+    atomic_torch_save(state, path)
+    for old in checkpoint_files(directory)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read one checkpoint (tensors and plain values only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated, corrupt or foreign files alike
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path}: not an adaptseg checkpoint (no `step` key)")
+    return state
+
+
+def load_latest(directory: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint in ``directory``; a corrupt one falls back with a warning."""
+    for path in checkpoint_files(directory):
+        try:
+            return load_state(path), path
+        except CheckpointError as exc:
+            log.warning("%s; falling back to the previous checkpoint", exc)
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run touches, as tensors and plain Python values."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

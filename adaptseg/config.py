@@ -1,0 +1,281 @@
+"""The trainer's one frozen, typed config.
+
+Every default is the official AdaptSegNet code's (``train_gta2cityscapes_multi.py``); every
+deviation from it is an option with a name. Image sizes are written HxW everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+Size = tuple[int, int]
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line naming the file, the key and what was expected."""
+
+
+def parse_size(value: Any) -> Size:
+    """Parse an HxW size given as ``"720x1280"`` or ``[720, 1280]``."""
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            value = [int(p) for p in parts]
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"expected a size HxW such as '512x1024' or [512, 1024], got {value!r}")
+
+
+class TrainConfig(BaseModel):
+    """All knobs of one AdaptSegNet run (flat, so study YAMLs and ``--set`` name them directly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    # --- data ---------------------------------------------------------------------------
+    source: Literal["gta5", "synthia", "random"] = "gta5"
+    source_root: str | None = None
+    target: Literal["cityscapes", "random"] = "cityscapes"
+    target_root: str | None = None
+    source_list: str | None = None
+    target_list: str | None = None
+    input_size_source: Size = (720, 1280)
+    input_size_target: Size = (512, 1024)
+    preprocess: Literal["caffe", "torchvision"] = "caffe"
+    random_mirror: bool = False
+    random_scale: bool = False
+    eval_split: Literal["select", "report", "all"] = "select"
+    eval_classes: Literal["auto", 19, 13] = "auto"
+    eval_limit: int | None = None
+    num_workers: int = 4
+    # --- model --------------------------------------------------------------------------
+    backbone: Literal["resnet101", "resnet50", "small"] = "resnet101"
+    num_classes: int = 19
+    multi_level: bool = True
+    aspp_branches: Literal[2, 4] = 2
+    bn_mode: Literal["train", "frozen"] = "train"
+    align_corners: bool = True
+    ndf: int = 64
+    init_weights: str | None = None
+    min_init_match: float = 0.95
+    # --- losses -------------------------------------------------------------------------
+    use_target: bool = True
+    gan: Literal["vanilla", "ls"] = "vanilla"
+    lambda_seg_aux: float = 0.1
+    lambda_adv_aux: float = 0.0002
+    lambda_adv_main: float = 0.001
+    # --- optimisation -------------------------------------------------------------------
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    lr_d: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    schedule_steps: int = 250000
+    num_steps: int = 150000
+    batch_size: int = 1
+    iter_size: int = 1
+    # --- run ----------------------------------------------------------------------------
+    seed: int = 1234
+    deterministic: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    eval_every: int = 5000
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+    @field_validator("input_size_source", "input_size_target", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Size:
+        return parse_size(value)
+
+    @field_validator(
+        "num_classes", "ndf", "schedule_steps", "num_steps", "batch_size", "iter_size",
+        "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
+    )  # fmt: skip
+    @classmethod
+    def _positive_int(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"expected a positive integer, got {value}")
+        return value
+
+    @field_validator("lr", "lr_d", "head_lr_mult")
+    @classmethod
+    def _positive_float(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"expected a positive number, got {value}")
+        return value
+
+    @field_validator(
+        "lambda_seg_aux", "lambda_adv_aux", "lambda_adv_main", "momentum", "weight_decay",
+        "poly_power",
+    )  # fmt: skip
+    @classmethod
+    def _non_negative(cls, value: float) -> float:
+        if not value >= 0:
+            raise ValueError(f"expected a number >= 0, got {value}")
+        return value
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"expected an integer >= 0, got {value}")
+        return value
+
+    @field_validator("eval_limit")
+    @classmethod
+    def _eval_limit(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"expected a positive integer or null, got {value}")
+        return value
+
+    @field_validator("min_init_match")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"expected a fraction between 0 and 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.num_steps > self.schedule_steps:
+            raise _KeyProblem(
+                "num_steps",
+                f"expected num_steps <= schedule_steps ({self.schedule_steps}), "
+                f"got {self.num_steps}",
+            )
+        if self.eval_every > self.num_steps:
+            raise _KeyProblem(
+                "eval_every",
+                f"expected eval_every <= num_steps ({self.num_steps}), got {self.eval_every}",
+            )
+        if self.momentum >= 1.0:
+            raise _KeyProblem("momentum", f"expected a number in [0, 1), got {self.momentum}")
+        for kind, root_key in (("source", "source_root"), ("target", "target_root")):
+            if getattr(self, kind) != "random" and getattr(self, root_key) is None:
+                raise _KeyProblem(
+                    root_key, f"expected a directory for {kind}={getattr(self, kind)!r}, got null"
+                )
+        return self
+
+    # --- derived values --------------------------------------------------------------------
+    @property
+    def evaluation_classes(self) -> int:
+        """19 (Cityscapes) or 13 (the SYNTHIA subset): what mIoU averages over."""
+        if self.eval_classes == "auto":
+            return 13 if self.source == "synthia" else 19
+        return int(self.eval_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (sizes as 'HxW' strings): YAML, JSON and torch.load safe."""
+        out = self.model_dump()
+        for key in ("input_size_source", "input_size_target"):
+            out[key] = f"{out[key][0]}x{out[key][1]}"
+        return out
+
+
+class _KeyProblem(ValueError):
+    """Raised inside a model validator to blame one key (pydantic would blame the root)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+FIELDS: tuple[str, ...] = tuple(TrainConfig.model_fields)
+
+
+def closest_key(key: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean `x`?)' hint, or ''."""
+    match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    ctx = error.get("ctx") or {}
+    if isinstance(ctx.get("error"), _KeyProblem):
+        return ctx["error"].key, ctx["error"].message
+    if error.get("type") == "literal_error":
+        message = f"expected one of {ctx.get('expected', '')}, got {error.get('input')!r}"
+    if error.get("type", "").endswith("_type"):
+        message = f"{message}, got {error.get('input')!r}"
+    return loc or "<root>", message
+
+
+def build_config(values: Mapping[str, Any], origin: str = "<config>") -> TrainConfig:
+    """Validate a mapping into a TrainConfig, raising ConfigError with a one-line message."""
+    unknown = [k for k in values if k not in FIELDS]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"{origin}: unknown key `{key}`{closest_key(key, FIELDS)}")
+    try:
+        return TrainConfig(**values)
+    except _KeyProblem as problem:
+        raise ConfigError(f"{origin}: key `{problem.key}`: {problem.message}") from None
+    except ValidationError as exc:
+        key, message = _describe(exc.errors()[0])
+        raise ConfigError(f"{origin}: key `{key}`: {message}") from None
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["lr=1e-3", "multi_level=false"]`` into typed values (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {pair!r}: the value is not a valid YAML scalar") from None
+    return out
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping (safe loader), with one-line errors."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML file, then ``--set key=value`` overrides."""
+    values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
+    values.update(parse_overrides(overrides))
+    return build_config(values, origin=str(path) if path is not None else "--set")
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ between two config dicts."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -1,0 +1,105 @@
+"""Endless, seeded training streams whose position a checkpoint can save and restore."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+    """The random generator of one sample draw: the same wherever and whenever it is loaded."""
+    return np.random.default_rng([seed, epoch, position])
+
+
+class _SeededView(Dataset):
+    """Hands each item the generator of its draw (for augmentation) when the dataset wants it."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, draw: tuple[int, int]) -> Any:
+        index, position = draw
+        load = getattr(self.dataset, "load", None)
+        if load is not None:
+            return load(index, sample_rng(self.seed, self.epoch, position))
+        return self.dataset[index]
+
+
+class _Draws(Sampler):
+    def __init__(self, order: list[int], start: int) -> None:
+        self.order, self.start = order, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for position in range(self.start, len(self.order)):
+            yield self.order[position], position
+
+    def __len__(self) -> int:
+        return len(self.order) - self.start
+
+
+class InfiniteStream:
+    """Batches from ``dataset`` forever, reshuffled each epoch from ``(seed, epoch)``.
+
+    The position is (epoch, samples consumed in it), counted at the consumer, so loader
+    workers that prefetched ahead never shift it. A partial last batch of an epoch is kept, as
+    the official loader does.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError("the training stream's dataset is empty")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.epoch, self.consumed = 0, 0
+        self._batches: Iterator[Any] | None = None
+
+    def _order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+
+    def _start(self) -> Iterator[Any]:
+        loader = DataLoader(
+            _SeededView(self.dataset, self.seed, self.epoch),
+            batch_size=self.batch_size,
+            sampler=_Draws(self._order(), self.consumed),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+        return iter(loader)
+
+    def __iter__(self) -> InfiniteStream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._batches is None:
+            self._batches = self._start()
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._batches = self._start()
+            batch = next(self._batches)
+        first = batch[0] if isinstance(batch, list | tuple) else batch
+        self.consumed += len(first)
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        self._batches = None

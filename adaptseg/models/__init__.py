@@ -1,0 +1,14 @@
+"""Networks: AdaptSegNet's G (DeeplabMulti) and D (FCDiscriminator); they know no losses."""
+
+from adaptseg.models.deeplab import BACKBONES, DeeplabMulti, output_size
+from adaptseg.models.discriminator import FCDiscriminator
+from adaptseg.models.pretrained import InitWeightsError, load_init_weights
+
+__all__ = [
+    "BACKBONES",
+    "DeeplabMulti",
+    "FCDiscriminator",
+    "InitWeightsError",
+    "load_init_weights",
+    "output_size",
+]

@@ -1,0 +1,162 @@
+"""``python -m adaptseg.train --config FILE [--set key=value ...] --out DIR``: one run, no Ray.
+
+Writes ``DIR/config.yaml`` (the resolved config), ``DIR/metrics.jsonl`` (training losses every
+``log_every`` steps, evaluations every ``eval_every``) and ``DIR/checkpoints/step_<N>.pt``.
+Running the same command on the same DIR resumes from the newest readable checkpoint.
+Exit codes: 0 done, 1 the run diverged, 2 bad input, 130 interrupted (a checkpoint was saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
+from adaptseg.config import ConfigError, TrainConfig, changed_keys, load_config
+from adaptseg.data.build import build_datasets
+from adaptseg.models import InitWeightsError
+from adaptseg.trainer import NonFiniteLossError, Trainer
+
+log = logging.getLogger("adaptseg.train")
+# Keys a resumed run may change: they steer the loop, not the training maths.
+RESUMABLE_CHANGES = frozenset(
+    {"num_steps", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers"}
+)
+EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adaptseg.train", description=__doc__)
+    parser.add_argument("--config", help="YAML of config keys (defaults: the official code's)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key (repeatable), e.g. --set lambda_adv_main=0.002",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    return parser
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _check_same_run(cfg: TrainConfig, out: Path) -> None:
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    changed = [k for k in changed_keys(old, cfg.to_dict()) if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(
+            f"{saved}: this run directory was started with other values for "
+            f"{', '.join(changed)}; use a new --out or the original config"
+        )
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed (they will be redone)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+
+
+class MetricsLog:
+    """Append-only JSON lines, one record per log interval or evaluation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _mean_records(records: list[dict[str, float]]) -> dict[str, float]:
+    keys = records[0].keys()
+    return {k: sum(r[k] for r in records) / len(records) for k in keys}
+
+
+def run(cfg: TrainConfig, out: Path) -> Iterator[dict[str, Any]]:
+    """Train (resuming from ``out``) and yield every record written to the metrics log."""
+    data = build_datasets(cfg)
+    trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
+    checkpoints = out / "checkpoints"
+    resumed = load_latest(checkpoints)
+    if resumed is not None:
+        trainer.load_state_dict(resumed[0])
+        log.info("resumed from %s at step %d", resumed[1], trainer.step_count)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    metrics = MetricsLog(out / "metrics.jsonl")
+    _trim_log(metrics.path, trainer.step_count)
+    window: list[dict[str, float]] = []
+    bar = tqdm(total=cfg.num_steps, initial=trainer.step_count, unit="it", dynamic_ncols=True)
+    try:
+        while trainer.step_count < cfg.num_steps:
+            window.append(trainer.step())
+            step = trainer.step_count
+            if step % cfg.log_every == 0 or step == cfg.num_steps:
+                record = {"step": step, "kind": "train", **_mean_records(window)}
+                record["compute_seconds"] = trainer.compute_seconds
+                window.clear()
+                metrics.write(record)
+                bar.set_postfix(
+                    {k.removeprefix("loss_"): f"{v:.3f}" for k, v in record.items()
+                     if k.startswith("loss_")}, refresh=False,
+                )  # fmt: skip
+                yield record
+            if step % cfg.eval_every == 0 or step == cfg.num_steps:
+                record = {"step": step, "kind": "eval", "split": cfg.eval_split}
+                record.update(trainer.evaluate())
+                metrics.write(record)
+                bar.write(f"step {step}: {cfg.eval_split} miou {record['miou']:.4f}")
+                yield record
+            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+                save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
+            bar.update(1)
+    except KeyboardInterrupt:
+        save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
+        raise
+    finally:
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        _check_same_run(cfg, out)
+        out.mkdir(parents=True, exist_ok=True)
+        for _ in run(cfg, out):
+            pass
+    except (ConfigError, InitWeightsError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as exc:
+        print(f"diverged: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        command = " ".join(["python -m adaptseg.train", *sys.argv[1:]])
+        print(f"interrupted; a checkpoint was saved. Resume with: {command}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"done: {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,332 @@
+"""The AdaptSegNet iteration, evaluation and complete training state (no Ray here)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from adaptseg.checkpoint import rng_state, set_rng_state
+from adaptseg.config import TrainConfig
+from adaptseg.data.stream import InfiniteStream
+from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
+from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
+from adaptseg.models import DeeplabMulti, FCDiscriminator, load_init_weights
+from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
+
+LEVELS = ("aux", "main")
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; carries the step and every loss of that step."""
+
+    def __init__(self, step: int, losses: Mapping[str, float]) -> None:
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in losses.items())
+        super().__init__(f"loss became NaN or infinite at step {step}: {shown}")
+        self.step, self.losses = step, dict(losses)
+
+
+def set_requires_grad(modules: Iterable[nn.Module | None], flag: bool) -> None:
+    """Freeze or unfreeze every parameter of ``modules`` (None entries are skipped)."""
+    for module in modules:
+        if module is not None:
+            for parameter in module.parameters():
+                parameter.requires_grad_(flag)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _first(batch: Any) -> Tensor:
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+class Trainer:
+    """One AdaptSegNet run: ``step()``, ``evaluate()``, ``state_dict()``, ``load_state_dict()``.
+
+    One ``step()`` is the official iteration (adaptsegnet.md section 3.3), repeated
+    ``iter_size`` times with gradients accumulated:
+
+    1. D frozen; source forward, CE on main + ``lambda_seg_aux`` x aux (ignore 255), backward;
+    2. target forward; D(softmax) against the *source* label, weighted by ``lambda_adv_aux`` and
+       ``lambda_adv_main``, backward into G through the frozen D;
+    3. D unfrozen; D on detached source softmax (label 0) and target softmax (label 1), each
+       loss halved, backward;
+
+    then G, D_aux and D_main step once each, after the poly LR for this step was set.
+
+    Args:
+        cfg: the run's config.
+        source: yields (image, label) pairs.
+        target: yields images (or tuples whose first item is the image); unused when
+            ``cfg.use_target`` is False.
+        eval_sets: named evaluation datasets of (image, label) pairs, e.g. ``{"select": ..}``.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        source: Dataset,
+        target: Dataset | None = None,
+        eval_sets: Mapping[str, Dataset] | None = None,
+    ) -> None:
+        if cfg.use_target and target is None:
+            raise ValueError("use_target is true but no target dataset was given")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.model = DeeplabMulti(
+            cfg.num_classes, cfg.backbone, cfg.multi_level, cfg.aspp_branches, cfg.bn_mode
+        )
+        if cfg.init_weights is not None:
+            load_init_weights(self.model, cfg.init_weights, cfg.min_init_match)
+        self.d_main = FCDiscriminator(cfg.num_classes, cfg.ndf)
+        self.d_aux = FCDiscriminator(cfg.num_classes, cfg.ndf) if cfg.multi_level else None
+        memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
+        for module in self._modules():
+            module.to(self.device, memory_format=memory_format)
+        self.model.train()
+        self.optimizer_g = build_g_optimizer(cfg, self.model)
+        self.optimizer_d = {
+            "main": build_d_optimizer(cfg, self.d_main),
+            "aux": build_d_optimizer(cfg, self.d_aux) if self.d_aux is not None else None,
+        }
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        pin = self.device.type == "cuda"
+        self.source_stream = InfiniteStream(
+            source, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=pin
+        )
+        self.target_stream = (
+            InfiniteStream(target, cfg.batch_size, cfg.seed + 1, cfg.num_workers, pin_memory=pin)
+            if cfg.use_target and target is not None
+            else None
+        )
+        self.eval_sets = dict(eval_sets or {})
+        self.step_count = 0
+        self.compute_seconds = 0.0
+
+    # ----------------------------------------------------------------------------------------
+    def _modules(self) -> list[nn.Module]:
+        return [m for m in (self.model, self.d_aux, self.d_main) if m is not None]
+
+    def _discriminators(self) -> dict[str, FCDiscriminator | None]:
+        return {"aux": self.d_aux, "main": self.d_main}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _to_device(self, tensor: Tensor, image: bool) -> Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if image and self.cfg.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _segment(self, images: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+        """G forward, logits upsampled (bilinear) to ``size``: {"aux": .., "main": ..}."""
+        with self._autocast():
+            logits = dict(zip(LEVELS, self.model(images), strict=True))
+        return {
+            level: F.interpolate(
+                value, size=size, mode="bilinear", align_corners=self.cfg.align_corners
+            )
+            for level, value in logits.items()
+            if value is not None
+        }
+
+    def _discriminate(self, level: str, logits: Tensor) -> Tensor:
+        discriminator = self._discriminators()[level]
+        assert discriminator is not None
+        with self._autocast():
+            return discriminator(F.softmax(logits, dim=1))
+
+    def _backward(self, loss: Tensor) -> None:
+        self.scaler.scale(loss / self.cfg.iter_size).backward()
+
+    def _accumulate(self) -> dict[str, Tensor]:
+        """One pass of the official iteration's body; returns its (unweighted) losses."""
+        cfg = self.cfg
+        losses: dict[str, Tensor] = {}
+        source_images, source_labels = next(self.source_stream)
+        source_images = self._to_device(source_images, image=True)
+        source_labels = self._to_device(source_labels.long(), image=False)
+        set_requires_grad(self._discriminators().values(), False)
+
+        pred_src = self._segment(source_images, tuple(source_labels.shape[-2:]))
+        losses["loss_seg_src_main"] = seg_loss(pred_src["main"], source_labels)
+        total = losses["loss_seg_src_main"]
+        if "aux" in pred_src:
+            losses["loss_seg_src_aux"] = seg_loss(pred_src["aux"], source_labels)
+            total = total + cfg.lambda_seg_aux * losses["loss_seg_src_aux"]
+        self._backward(total)
+        if self.target_stream is None:
+            return losses
+
+        target_images = self._to_device(_first(next(self.target_stream)), image=True)
+        weights = {"aux": cfg.lambda_adv_aux, "main": cfg.lambda_adv_main}
+        adversarial = any(weights[level] > 0 for level in LEVELS if level in pred_src)
+        # With every lambda_adv at 0 (the bn_control arm) the target pass only moves BatchNorm
+        # statistics and feeds D, so it needs no graph.
+        with torch.set_grad_enabled(adversarial):
+            pred_trg = self._segment(target_images, tuple(target_images.shape[-2:]))
+            total = pred_trg["main"].new_zeros(())
+            for level, logits in pred_trg.items():
+                losses[f"loss_adv_trg_{level}"] = adv_loss(
+                    self._discriminate(level, logits), SOURCE_LABEL, cfg.gan
+                )
+                total = total + weights[level] * losses[f"loss_adv_trg_{level}"]
+        if adversarial:
+            self._backward(total)
+
+        set_requires_grad(self._discriminators().values(), True)
+        for level in pred_trg:
+            loss_src = adv_loss(
+                self._discriminate(level, pred_src[level].detach()), SOURCE_LABEL, cfg.gan
+            )
+            self._backward(loss_src / 2)
+            loss_trg = adv_loss(
+                self._discriminate(level, pred_trg[level].detach()), TARGET_LABEL, cfg.gan
+            )
+            self._backward(loss_trg / 2)
+            losses[f"loss_d_{level}"] = (loss_src + loss_trg) / 2
+        return losses
+
+    def step(self) -> dict[str, float]:
+        """Run one training iteration; returns its mean losses and learning rates.
+
+        Raises:
+            NonFiniteLossError: a loss was NaN or infinite (no optimiser stepped).
+        """
+        start = time.perf_counter()
+        optimizers_d = [o for o in self.optimizer_d.values() if o is not None]
+        lr_g, lr_d = set_poly_lr(self.cfg, self.step_count, self.optimizer_g, optimizers_d)
+        for optimizer in (self.optimizer_g, *optimizers_d):
+            optimizer.zero_grad(set_to_none=True)
+        positions = self._stream_positions()
+        sums: dict[str, Tensor] = {}
+        try:
+            for _ in range(self.cfg.iter_size):
+                for key, value in self._accumulate().items():
+                    sums[key] = sums.get(key, 0.0) + value.detach() / self.cfg.iter_size
+        except BaseException:
+            # An interrupted step must not have consumed data: a checkpoint taken now resumes
+            # exactly at the start of this step.
+            self._restore_stream_positions(positions)
+            raise
+        values = torch.stack([v.float() for v in sums.values()]).tolist()
+        losses = dict(zip(sums, values, strict=True))
+        if not all(math.isfinite(v) for v in values):
+            raise NonFiniteLossError(self.step_count, losses)
+        self.scaler.step(self.optimizer_g)
+        if self.target_stream is not None:
+            for optimizer in optimizers_d:
+                self.scaler.step(optimizer)
+        self.scaler.update()
+        self.step_count += 1
+        self.compute_seconds += time.perf_counter() - start
+        return {**losses, "lr": lr_g, "lr_d": lr_d}
+
+    def _stream_positions(self) -> dict[str, Any]:
+        return {
+            "source": self.source_stream.state_dict(),
+            "target": self.target_stream.state_dict() if self.target_stream else None,
+        }
+
+    def _restore_stream_positions(self, positions: Mapping[str, Any]) -> None:
+        self.source_stream.load_state_dict(positions["source"])
+        if self.target_stream is not None and positions["target"] is not None:
+            self.target_stream.load_state_dict(positions["target"])
+
+    # ----------------------------------------------------------------------------------------
+    def evaluate(self, split: str | None = None, limit: int | None = None) -> dict[str, float]:
+        """mIoU and per-class IoU of the main head over a whole evaluation split.
+
+        Logits are upsampled to each label's own size (the official protocol compares at the
+        label resolution) and one confusion matrix is accumulated over the split.
+        """
+        start = time.perf_counter()
+        split = split or self.cfg.eval_split
+        if split not in self.eval_sets:
+            raise KeyError(f"no evaluation set named {split!r} (have {sorted(self.eval_sets)})")
+        dataset = self.eval_sets[split]
+        limit = limit if limit is not None else self.cfg.eval_limit
+        if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
+            dataset = torch.utils.data.Subset(dataset, range(limit))
+        loader = DataLoader(dataset, batch_size=1, num_workers=self.cfg.num_workers)
+        confusion = ConfusionMatrix(self.cfg.num_classes, self.device)
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for images, labels in loader:
+                    labels = self._to_device(labels.long(), image=False)
+                    logits = self._segment(self._to_device(images, True), labels.shape[-2:])
+                    confusion.update(labels, logits["main"].argmax(1))
+        finally:
+            self.model.train()
+        self.compute_seconds += time.perf_counter() - start
+        return metrics_from_confusion(confusion, self.cfg.evaluation_classes)
+
+    # ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit for bit: tensors and plain values only."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step_count,
+            "compute_seconds": self.compute_seconds,
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "d_main": self.d_main.state_dict(),
+            "d_aux": self.d_aux.state_dict() if self.d_aux is not None else None,
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": {
+                level: opt.state_dict() if opt is not None else None
+                for level, opt in self.optimizer_d.items()
+            },
+            "scaler": self.scaler.state_dict(),
+            "streams": self._stream_positions(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.d_main.load_state_dict(state["d_main"])
+        if self.d_aux is not None:
+            self.d_aux.load_state_dict(state["d_aux"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        for level, optimizer in self.optimizer_d.items():
+            if optimizer is not None:
+                optimizer.load_state_dict(state["optimizer_d"][level])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self._restore_stream_positions(state["streams"])
+        set_rng_state(state["rng"])
+        self.step_count = int(state["step"])
+        self.compute_seconds = float(state["compute_seconds"])
