@@ -1,0 +1,49 @@
+"""Checkpoints: atomic, pruned, readable with weights_only, corrupt ones skipped."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from conftest import tiny_config, tiny_data
+
+from adaptseg.checkpoint import checkpoint_files, load_latest, save_checkpoint
+from adaptseg.trainer import Trainer
+
+
+def test_keeps_the_newest_and_leaves_no_temporary_files(tmp_path):
+    for step in (10, 20, 30):
+        save_checkpoint({"step": step, "x": torch.ones(2)}, tmp_path, keep=2)
+    assert [p.name for p in checkpoint_files(tmp_path)] == ["step_00000030.pt", "step_00000020.pt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_corrupt_newest_falls_back_with_a_warning(tmp_path, caplog):
+    save_checkpoint({"step": 10}, tmp_path, keep=3)
+    newest = save_checkpoint({"step": 20}, tmp_path, keep=3)
+    newest.write_bytes(newest.read_bytes()[:20])
+    with caplog.at_level(logging.WARNING):
+        state, path = load_latest(tmp_path)
+    assert state["step"] == 10 and path.name == "step_00000010.pt"
+    assert "step_00000020.pt: unreadable checkpoint" in caplog.text
+
+
+def test_complete_trainer_state_loads_with_weights_only(tmp_path):
+    source, target, evals = tiny_data()
+    trainer = Trainer(tiny_config(amp="bf16"), source, target, evals)
+    trainer.step()
+    path = save_checkpoint(trainer.state_dict(), tmp_path, keep=1)
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and state["compute_seconds"] > 0
+    assert {
+        "model",
+        "d_main",
+        "d_aux",
+        "optimizer_g",
+        "optimizer_d",
+        "scaler",
+        "streams",
+        "rng",
+    } <= set(state)
+    assert state["streams"]["source"] == {"epoch": 0, "consumed": 1}
+    assert state["config"]["backbone"] == "small"

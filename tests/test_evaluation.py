@@ -1,0 +1,43 @@
+"""Confusion-matrix mIoU against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adaptseg.evaluation import SYNTHIA13_INDICES, ConfusionMatrix, metrics_from_confusion
+
+
+def test_confusion_matrix_hand_made_example():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    prediction = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 2]])
+    cm = ConfusionMatrix(3)
+    cm.update(target, prediction)
+    assert cm.matrix.tolist() == [[1, 1, 0], [0, 2, 1], [1, 0, 1]]
+    # class 0: tp 1, fp 1, fn 1 -> 1/3; class 1: tp 2, fp 1, fn 1 -> 1/2; class 2: 1/3
+    assert cm.iou().tolist() == pytest.approx([1 / 3, 1 / 2, 1 / 3])
+    assert cm.miou() == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)
+
+
+def test_accumulates_over_updates_and_ignores_absent_classes():
+    cm = ConfusionMatrix(4)
+    cm.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    cm.update(torch.tensor([1, 255]), torch.tensor([0, 3]))
+    iou = cm.iou()
+    assert math.isnan(iou[2]) and math.isnan(iou[3])  # prediction 3 fell on an ignored pixel
+    # class 2 never appears: excluded from the nanmean, like the official compute_iou
+    assert cm.miou() == pytest.approx(((1 / 2) + (1 / 2)) / 2)
+
+
+def test_synthia_13_class_subset():
+    cm = ConfusionMatrix(19)
+    labels = torch.arange(19)
+    cm.update(labels, labels)
+    cm.update(torch.tensor([3]), torch.tensor([0]))  # wall predicted as road: not in the 13
+    metrics = metrics_from_confusion(cm, evaluation_classes=13)
+    assert len(SYNTHIA13_INDICES) == 13 and "iou_wall" not in metrics
+    assert metrics["iou_road"] == pytest.approx(0.5)
+    assert metrics["miou"] == pytest.approx((12 + 0.5) / 13)
+    assert len(metrics_from_confusion(cm, evaluation_classes=19)) == 20

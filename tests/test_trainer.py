@@ -1,0 +1,190 @@
+"""The AdaptSegNet iteration on CPU: gradient flow, schedule, controls, resume, divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_data
+from torch.utils.data import Dataset
+
+from adaptseg.checkpoint import atomic_torch_save
+from adaptseg.config import build_config
+from adaptseg.optim import set_poly_lr
+from adaptseg.trainer import NonFiniteLossError, Trainer
+
+ALL_LOSSES = {
+    "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
+    "loss_d_main", "loss_d_aux",
+}  # fmt: skip
+
+
+def make_trainer(**overrides) -> Trainer:
+    source, target, evals = tiny_data()
+    return Trainer(tiny_config(**overrides), source, target, evals)
+
+
+def grads(module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+def test_step_reports_every_loss_and_lr():
+    out = make_trainer().step()
+    assert ALL_LOSSES <= set(out) and {"lr", "lr_d"} <= set(out)
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
+
+
+def test_gradient_flow_through_each_phase(monkeypatch):
+    trainer = make_trainer()
+    snapshots = []
+    original = trainer._backward
+
+    def recording(loss):
+        original(loss)
+        snapshots.append((grads(trainer.model), grads(trainer.d_main), grads(trainer.d_aux)))
+
+    monkeypatch.setattr(trainer, "_backward", recording)
+    trainer.step()
+    # backward calls: source CE, target adversarial, then per level D-on-source, D-on-target.
+    assert len(snapshots) == 2 + 2 * 2
+    seg, adv, *d_phase = snapshots
+    assert all(g is None for g in seg[1] + seg[2]), "D got gradient from the source CE"
+    assert all(g is None for g in adv[1] + adv[2]), "D got gradient from the adversarial loss"
+    changed = [
+        a is not None and (s is None or not torch.equal(a, s)) for s, a in zip(*[seg[0], adv[0]])
+    ]
+    assert any(changed), "the adversarial loss did not reach G"
+    for phase in d_phase:
+        assert all(
+            (x is None and y is None) or torch.equal(x, y) for x, y in zip(adv[0], phase[0])
+        ), "G got gradient from a discriminator loss"
+    assert all(g is not None and g.abs().sum() > 0 for g in d_phase[-1][1] + d_phase[-1][2])
+    assert all(p.requires_grad for d in (trainer.d_main, trainer.d_aux) for p in d.parameters())
+
+
+@pytest.mark.parametrize("step", [0, 150000, 249999])
+def test_poly_lr_for_both_groups_and_discriminators(step):
+    trainer = make_trainer(num_steps=150000, eval_every=5000, lr=2.5e-4, optimizer="sgd")
+    optimizers_d = [trainer.optimizer_d["main"], trainer.optimizer_d["aux"]]
+    set_poly_lr(trainer.cfg, step, trainer.optimizer_g, optimizers_d)
+    factor = (1 - step / 250000) ** 0.9
+    groups = trainer.optimizer_g.param_groups
+    assert groups[0]["lr"] == pytest.approx(2.5e-4 * factor, rel=1e-12)
+    assert groups[1]["lr"] == pytest.approx(2.5e-3 * factor, rel=1e-12)
+    assert all(o.param_groups[0]["lr"] == pytest.approx(1e-4 * factor) for o in optimizers_d)
+    if step == 150000:
+        assert groups[0]["lr"] == pytest.approx(1.10e-4, rel=1e-2)  # the LR never anneals to 0
+
+
+def test_zero_adversarial_weights_update_g_exactly_like_source_only():
+    control = make_trainer(lambda_adv_main=0.0, lambda_adv_aux=0.0)
+    source_only = make_trainer(use_target=False)
+    for _ in range(3):
+        control.step()
+        source_only.step()
+    for (name, a), b in zip(control.model.named_parameters(), source_only.model.parameters()):
+        assert torch.equal(a, b), name
+    bn_a = control.model.bn1.running_mean
+    bn_b = source_only.model.bn1.running_mean
+    assert not torch.equal(bn_a, bn_b), "target images should move BatchNorm statistics"
+
+
+def test_source_only_never_trains_discriminators():
+    trainer = make_trainer(use_target=False)
+    before = [p.clone() for p in trainer.d_main.parameters()]
+    out = trainer.step()
+    assert set(out) - {"lr", "lr_d"} == {"loss_seg_src_main", "loss_seg_src_aux"}
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.d_main.parameters()))
+
+
+def test_single_level_skips_aux_head_and_discriminator():
+    trainer = make_trainer(multi_level=False)
+    assert trainer.d_aux is None and trainer.model.layer5 is None
+    out = trainer.step()
+    assert not any(k.endswith("_aux") for k in out)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"gan": "ls"}, {"iter_size": 2}, {"batch_size": 2}, {"optimizer": "sgd"},
+     {"amp": "bf16", "channels_last": True}, {"bn_mode": "frozen"}],
+    ids=["ls-gan", "iter_size", "batch", "sgd", "bf16-channels_last", "frozen-bn"],
+)  # fmt: skip
+def test_variants_train(overrides):
+    trainer = make_trainer(**overrides)
+    for _ in range(2):
+        out = trainer.step()
+    assert trainer.step_count == 2 and ALL_LOSSES <= set(out)
+
+
+def test_resume_is_exact(tmp_path):
+    def fresh():
+        source, target, evals = tiny_data(length=5)
+        return Trainer(tiny_config(batch_size=2), source, target, evals)
+
+    straight = fresh()
+    expected = [straight.step() for _ in range(6)]
+    first = fresh()
+    for _ in range(3):
+        first.step()
+    atomic_torch_save(first.state_dict(), tmp_path / "ckpt.pt")
+    second = fresh()
+    second.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    resumed = [second.step() for _ in range(3)]
+    assert resumed == expected[3:]
+    for (name, a), b in zip(
+        second.model.state_dict().items(), straight.model.state_dict().values()
+    ):
+        assert torch.equal(a, b), name
+    for a, b in zip(second.d_main.parameters(), straight.d_main.parameters()):
+        assert torch.equal(a, b)
+    assert second.step_count == 6
+
+
+class NaNSource(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return torch.full((3, 64, 64), float("nan")), torch.zeros(64, 64, dtype=torch.long)
+
+
+def test_non_finite_loss_names_step_and_losses_and_steps_nothing():
+    _, target, evals = tiny_data()
+    trainer = Trainer(tiny_config(), NaNSource(), target, evals)
+    before = [p.clone() for p in trainer.model.parameters()]
+    with pytest.raises(NonFiniteLossError, match=r"at step 0: loss_seg_src_main=nan"):
+        trainer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_huge_learning_rate_diverges_with_an_error():
+    trainer = make_trainer(optimizer="sgd", lr=1e8, momentum=0.0)
+    with pytest.raises(NonFiniteLossError, match="loss became NaN or infinite at step"):
+        for _ in range(30):
+            trainer.step()
+
+
+def test_evaluate_upsamples_to_the_label_size():
+    source, target, _ = tiny_data()
+    from adaptseg.data import RandomSegDataset
+
+    big_labels = RandomSegDataset(2, (128, 128), seed=3)
+
+    class HalfSizeImages(Dataset):
+        def __len__(self):
+            return len(big_labels)
+
+        def __getitem__(self, index):
+            image, label = big_labels[index]
+            return image[:, ::2, ::2].contiguous(), label
+
+    trainer = Trainer(tiny_config(), source, target, {"select": HalfSizeImages()})
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["miou"] <= 1.0 and len(metrics) == 20
+    assert trainer.model.training
+
+
+def test_target_required_when_use_target():
+    source, _, evals = tiny_data()
+    with pytest.raises(ValueError, match="use_target is true but no target dataset"):
+        Trainer(build_config({"source": "random", "target": "random"}), source, None, evals)
