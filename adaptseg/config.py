@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     # --- data ---------------------------------------------------------------------------
-    source: Literal["gta5", "synthia", "random"] = "gta5"
+    source: Literal["gta5", "synthia", "cityscapes", "random"] = "gta5"
     source_root: str | None = None
     target: Literal["cityscapes", "random"] = "cityscapes"
     target_root: str | None = None

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
 from adaptseg.config import ConfigError, TrainConfig, changed_keys, load_config
-from adaptseg.data.build import build_datasets
+from adaptseg.data.build import RunData, build_datasets
+from adaptseg.data.preprocess import DataError
 from adaptseg.models import InitWeightsError
 from adaptseg.trainer import NonFiniteLossError, Trainer
 
@@ -90,10 +91,11 @@ def _mean_records(records: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in records) / len(records) for k in keys}
 
 
-def run(cfg: TrainConfig, out: Path) -> Iterator[dict[str, Any]]:
+def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[dict[str, Any]]:
     """Train (resuming from ``out``) and yield every record written to the metrics log."""
-    data = build_datasets(cfg)
+    data = data if data is not None else build_datasets(cfg)
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
+    out.mkdir(parents=True, exist_ok=True)
     checkpoints = out / "checkpoints"
     resumed = load_latest(checkpoints)
     if resumed is not None:
@@ -141,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         _check_same_run(cfg, out)
-        out.mkdir(parents=True, exist_ok=True)
-        for _ in run(cfg, out):
+        data = build_datasets(cfg)  # every input is checked before anything is written
+        for _ in run(cfg, out, data):
             pass
-    except (ConfigError, InitWeightsError, CheckpointError) as exc:
+    except (ConfigError, InitWeightsError, CheckpointError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as exc:
