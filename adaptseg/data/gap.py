@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from adaptseg.config import load_config
-from adaptseg.data.synthetic import DEFAULT_COUNTS, DEFAULT_SIZE, ensure_benchmark
+from adaptseg.config import TrainConfig, load_config
+from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
 
 # The small preset on the synthetic benchmark: a net trained from scratch needs Adam
 # (synthetic.md); D is the paper's design at ndf 32; horizontal flips as in the prototype.
@@ -39,8 +39,14 @@ ARMS: dict[str, dict[str, Any]] = {
 
 
 def arm_config(
-    root: Path, arm: str, seed: int, steps: int, size: tuple[int, int], extra: list[str]
-):
+    root: Path,
+    settings: dict[str, Any],
+    seed: int,
+    steps: int,
+    size: tuple[int, int],
+    extra: list[str],
+) -> TrainConfig:
+    """The small preset on the benchmark in ``root`` with one arm's settings."""
     values = {
         **PRESET,
         "source": "gta5",
@@ -53,7 +59,7 @@ def arm_config(
         "schedule_steps": steps,
         "eval_every": steps,
         "seed": seed,
-        **ARMS[arm],
+        **settings,
     }
     if values["source"] == "cityscapes":
         values["source_root"] = str(root / "cityscapes")
@@ -69,8 +75,8 @@ def train_and_evaluate(job: tuple) -> dict[str, Any]:
     from adaptseg.trainer import Trainer
 
     torch.set_num_threads(1)
-    root, arm, seed, steps, size, extra = job
-    cfg = arm_config(root, arm, seed, steps, size, extra)
+    root, arm, settings, seed, steps, size, extra = job
+    cfg = arm_config(root, settings, seed, steps, size, extra)
     data = build_datasets(cfg, eval_parts=["all"])
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
     start = time.perf_counter()
@@ -111,15 +117,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--lambda-adv", type=float, default=ARMS["single_level"]["lambda_adv_main"],
+        help="lambda_adv_main of the single_level arm",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[],
+        help="override a config key of every arm",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     ensure_benchmark(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
+    settings = {
+        **ARMS,
+        "single_level": {**ARMS["single_level"], "lambda_adv_main": args.lambda_adv},
+    }
     jobs = [
-        (args.out, a, s, args.steps, DEFAULT_SIZE, args.overrides) for s in seeds for a in arms
+        (args.out, arm, settings[arm], seed, args.steps, DEFAULT_SIZE, args.overrides)
+        for seed in seeds
+        for arm in arms
     ]
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['arm']:>12} seed {row['seed']}: miou {row['miou']:.4f} "
                   f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
             results.append(row)
-    summary = {"steps": args.steps, "counts": DEFAULT_COUNTS, "runs": results}
+    summary = {"steps": args.steps, "lambda_adv": args.lambda_adv, "runs": results}
     if set(ARMS) <= set(arms):
         summary.update(verdict(results))
         keys = ("mean", "gap_ok", "adaptation_gain", "seed_spread", "adaptable")

@@ -34,6 +34,15 @@ TRAIN_CITIES = ("aachen", "bochum", "bremen")
 VAL_CITIES = ("frankfurt", "lindau", "munster")
 DEFAULT_SIZE = (128, 256)
 DEFAULT_COUNTS = (1000, 1000, 200)
+TARGET_PULL, TARGET_JITTER = 0.5, 0.1
+
+
+def _derangement(rng: np.random.Generator) -> np.ndarray:
+    """A permutation of the 19 classes with no fixed point (every class gets a partner)."""
+    while True:
+        order = rng.permutation(19)
+        if not np.any(order == np.arange(19)):
+            return order
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,14 @@ def source_style() -> Style:
     return Style(colours, (0.40, 0.50), (0.8, 1.2), (0, 3), (0, 2), 0.03, 0.0, False, 0.0, 1.0)
 
 
-def target_style() -> Style:
-    shift = np.random.default_rng(20181802).uniform(-1.0, 1.0, (19, 3))
-    colours = np.clip(source_style().colours + 0.25 * shift, 0.0, 1.0)
+def target_style(pull: float = TARGET_PULL, jitter: float = TARGET_JITTER) -> Style:
+    """Each class colour moves ``pull`` of the way towards another class's source colour (a
+    fixed derangement), plus ``jitter`` x U(-1, 1) per channel."""
+    rng = np.random.default_rng(20181802)
+    source = source_style().colours
+    partner = _derangement(rng)
+    shift = rng.uniform(-1.0, 1.0, (19, 3))
+    colours = np.clip(source + pull * (source[partner] - source) + jitter * shift, 0.0, 1.0)
     return Style(colours, (0.30, 0.55), (1.0, 1.5), (1, 5), (0, 4), 0.06, 0.08, True, -0.08, 0.8)
 
 

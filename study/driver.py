@@ -1,0 +1,244 @@
+"""Runs the stages of a study on Ray Tune: a search per arm, then one confirm stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from adaptseg.train import write_text_atomic
+from study.plan import CONFIRM_EXPERIMENT, Interrupted, StudyPaths, search_experiment
+from study.search import fail_orphans, make_search
+from study.spec import SpecError, StudySpec, arm_config
+from study.trainable import train_trial
+
+log = logging.getLogger("study.driver")
+FINISHED = {"TERMINATED", "ERROR"}
+
+
+def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None:
+    """Join ``address`` (flag, else YAML) or start a local Ray, pinned to ``node_ip`` if given."""
+    address = address or spec.ray.address
+    node_ip = node_ip or spec.ray.node_ip_address
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative data paths keep working
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if node_ip:
+        kwargs["_node_ip_address"] = node_ip
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=spec.ray.num_cpus, **kwargs)
+
+
+def gpus_per_trial(spec: StudySpec) -> float:
+    """``auto``: 1 when the cluster has GPUs, else 0 (said once). A number no node can give is
+    an error before any trial starts (Tune would leave such trials pending forever)."""
+    node_gpus = [n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    largest = max(node_gpus, default=0.0)
+    wanted = spec.resources.gpus_per_trial
+    if wanted == "auto":
+        if largest == 0:
+            print("no GPU in the Ray cluster: trials run on CPU", file=sys.stderr)
+        return 1.0 if largest > 0 else 0.0
+    if wanted > largest:
+        raise SpecError(
+            f"resources.gpus_per_trial: {wanted:g} GPU(s) per trial asked for, but the largest "
+            f"node of the Ray cluster has {largest:g}"
+        )
+    return float(wanted)
+
+
+def _trainable(spec: StudySpec, gpus: float) -> Any:
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}
+    return tune.with_resources(
+        tune.with_parameters(train_trial, spec=spec.model_dump(mode="json")), resources
+    )
+
+
+def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(paths.experiments),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        verbose=1,
+    )
+
+
+def _fit(path: Path, trainable: Any, make_tuner) -> tune.ResultGrid:
+    """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = make_tuner()
+    grid = tuner.fit()
+    statuses = [t.status for t in tune.ExperimentAnalysis(str(path)).trials]
+    if any(status not in FINISHED for status in statuses):
+        raise Interrupted(path.name)
+    return grid
+
+
+def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tune.ResultGrid:
+    cfg = arm_config(spec, arm)
+    fail_orphans(paths.optuna_url, f"{spec.name}-{arm}")
+    concurrent = (spec.resources.max_concurrent_trials or 2) > 1
+    trainable = _trainable(spec, gpus)
+    path = paths.experiment(search_experiment(arm))
+
+    def new() -> tune.Tuner:
+        scheduler = None
+        if spec.scheduler.kind == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="step",
+                max_t=cfg.num_steps,
+                grace_period=spec.scheduler.grace_period,
+                reduction_factor=spec.scheduler.reduction_factor,
+            )
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="miou",
+                mode="max",
+                search_alg=make_search(spec, arm, paths.optuna_url, cfg.num_steps, concurrent),
+                scheduler=scheduler,
+                num_samples=spec.search.num_samples,
+                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                reuse_actors=True,
+            ),
+            run_config=_run_config(spec, paths, search_experiment(arm)),
+        )
+
+    return _fit(path, trainable, new)
+
+
+def _sampled(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k in spec.search.space}
+
+
+def pick_top(spec: StudySpec, arm: str, grid: tune.ResultGrid) -> list[dict[str, Any]]:
+    """The arm's top_k configs: trials that trained to the end, ranked by their final select
+    mIoU (a partial trial's score is not comparable); if none did, by their best mIoU."""
+    num_steps = arm_config(spec, arm).num_steps
+    rows = []
+    for result in grid:
+        if result.error is not None or not result.metrics or result.config is None:
+            continue
+        history = result.metrics_dataframe
+        mious = [m for m in history.get("miou", []) if isinstance(m, float) and math.isfinite(m)]
+        if not mious:
+            continue
+        full = result.metrics.get("step", 0) >= num_steps
+        score = result.metrics["miou"] if full else max(mious)
+        if not isinstance(score, float) or not math.isfinite(score):
+            continue
+        rows.append(
+            (full, score, result.metrics.get("trial_id", ""), _sampled(result.config, spec))
+        )
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [params for *_, params in rows[: spec.confirm.top_k]]
+
+
+def confirm_plan(
+    spec: StudySpec, paths: StudyPaths, grids: dict[str, tune.ResultGrid]
+) -> list[dict]:
+    """Fixed on first use (saved), so a resumed confirm stage runs exactly the same trials."""
+    if paths.confirm_plan.exists():
+        return json.loads(paths.confirm_plan.read_text())
+    cases = []
+    for arm, grid in grids.items():
+        for rank, params in enumerate(pick_top(spec, arm, grid)):
+            for seed in spec.confirm.seeds:
+                cases.append(
+                    {"arm": arm, "stage": "confirm", "rank": rank, "seed": seed, **params}
+                )
+    write_text_atomic(paths.confirm_plan, json.dumps(cases, indent=2) + "\n")
+    return cases
+
+
+def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) -> None:
+    """The best config of each arm as a YAML that ``python -m adaptseg.train`` accepts."""
+    paths.best_configs.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        if case["rank"] != 0 or case["seed"] != spec.confirm.seeds[0]:
+            continue
+        cfg = arm_config(spec, case["arm"], _sampled(case, spec))
+        text = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
+        write_text_atomic(paths.best_configs / f"{case['arm']}.yaml", text)
+
+
+def run_confirm(
+    spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float
+) -> tune.ResultGrid:
+    trainable = _trainable(spec, gpus)
+
+    def new() -> tune.Tuner:
+        return tune.Tuner(
+            trainable,
+            param_space={"case": tune.grid_search(cases)},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                reuse_actors=True,
+            ),
+            run_config=_run_config(spec, paths, CONFIRM_EXPERIMENT),
+        )
+
+    return _fit(paths.experiment(CONFIRM_EXPERIMENT), trainable, new)
+
+
+def summarise(grid: tune.ResultGrid | None) -> dict[str, Any]:
+    """Per arm: confirm-stage report-split mIoU of the best-on-select model over seeds."""
+    if grid is None:
+        return {}
+    per_arm: dict[str, list[float]] = {}
+    for result in grid:
+        if result.error is not None or result.metrics_dataframe is None:
+            continue
+        rows = result.metrics_dataframe
+        chosen = rows[(rows.get("split") == "report") & (rows.get("model") == "best_on_select")]
+        if len(chosen):
+            per_arm.setdefault(result.config["case"]["arm"], []).append(
+                float(chosen["miou"].iloc[-1])
+            )
+    return {
+        arm: {
+            "report_miou_mean": statistics.fmean(v),
+            "seeds": len(v),
+            "report_miou_sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+        }  # fmt: skip
+        for arm, v in per_arm.items()
+    }
+
+
+def run_study(
+    spec: StudySpec,
+    paths: StudyPaths,
+    resolved: dict[str, Any],
+    address: str | None,
+    node_ip: str | None,
+) -> dict[str, Any]:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
+    start_ray(spec, address, node_ip)
+    try:
+        gpus = gpus_per_trial(spec)
+        grids = {arm: run_search(spec, paths, arm, gpus) for arm in spec.arms}
+        cases = confirm_plan(spec, paths, grids)
+        write_best_configs(spec, paths, cases)
+        confirm = run_confirm(spec, paths, cases, gpus) if cases else None
+        return summarise(confirm)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,150 @@
+"""``python -m study.run STUDY.yaml``: the ablation study, searched and confirmed with Ray Tune.
+
+    python -m study.run STUDY.yaml [--results DIR] [--set key=value ...] [--fresh] [--dry-run]
+                                   [--address A] [--node-ip-address IP]
+
+For each arm a search stage (OptunaSearch + ASHA, ``search.num_samples`` trials), then one
+confirm stage that re-runs each arm's top ``confirm.top_k`` configs on the ``confirm.seeds`` at
+full budget. The study directory ``<results>/<name>/`` holds the resolved spec, the Optuna
+SQLite database, Ray Tune's experiments and the best config of each arm. Running the same
+command again resumes. Exit codes: 0 done, 2 bad input, 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptseg.config import ConfigError, changed_keys
+from adaptseg.data.preprocess import DataError
+from study.plan import Interrupted, StudyPaths, describe_plan, flatten
+from study.spec import SpecError, StudySpec, arm_config, load_spec
+
+log = logging.getLogger("study.run")
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("study", type=Path, help="the study YAML")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="default results/")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec key, e.g. search.num_samples=4",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="start over; the old study directory is moved aside, not deleted",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate everything, print the plan"
+    )
+    parser.add_argument("--address", help="join this Ray cluster ('auto' or host:port)")
+    parser.add_argument("--node-ip-address", help="this node's IP for a Ray started here")
+    return parser
+
+
+def check_unchanged(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> None:
+    if not paths.spec_file.exists():
+        return
+    old = flatten(yaml.safe_load(paths.spec_file.read_text()) or {})
+    changed = changed_keys(old, flatten(resolved))
+    if changed:
+        raise SpecError(
+            f"{origin}: the study in {paths.root} was started with other values for "
+            f"{', '.join(changed)}; rerun with --fresh to start over (the old one is kept)"
+        )
+
+
+def move_aside(paths: StudyPaths) -> Path | None:
+    if not paths.root.exists():
+        return None
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = paths.root.with_name(f"{paths.root.name}.old-{stamp}")
+    paths.root.rename(target)
+    return target
+
+
+def check_data(spec: StudySpec, generate: bool) -> None:
+    """Build every arm's datasets (cheap checks) so bad roots fail before Ray starts."""
+    from adaptseg.data.build import build_datasets
+    from adaptseg.data.synthetic import ensure_benchmark
+
+    if spec.data.synthetic is not None:
+        if not generate:
+            return
+        ensure_benchmark(Path(spec.data.synthetic.root), seed=spec.data.synthetic.seed)
+    for arm in spec.arms:
+        build_datasets(arm_config(spec, arm), eval_parts=["select", "report"])
+
+
+def _install_sigterm() -> None:
+    """Ray exits on SIGTERM without a final snapshot; turn it into Tune's graceful stop."""
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+
+
+def resume_command(argv: list[str]) -> str:
+    args = [a for a in argv if a != "--fresh"]
+    return " ".join(["python -m study.run", *map(shlex.quote, args)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        spec = load_spec(args.study, args.overrides)
+        paths = StudyPaths.for_spec(spec, args.results)
+        resolved = spec.model_dump(mode="json")
+        if not args.fresh:
+            check_unchanged(paths, resolved, str(args.study))
+        try:
+            check_data(spec, generate=not args.dry_run)
+        except DataError as exc:
+            raise SpecError(f"{args.study}: data: {exc}") from None
+        if args.dry_run:
+            print(describe_plan(spec, paths))
+            return EXIT_OK
+        from study.driver import run_study
+
+        if args.fresh and (moved := move_aside(paths)) is not None:
+            print(f"moved the old study to {moved}", file=sys.stderr)
+        _install_sigterm()
+        summary = run_study(spec, paths, resolved, args.address, args.node_ip_address)
+    except (SpecError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt):
+        print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(
+        json.dumps(
+            summary,
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and math.isnan(v) else v,
+        )
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

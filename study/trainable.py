@@ -1,0 +1,134 @@
+"""One Ray Tune trial = one adaptseg Trainer. The only module that needs Ray at training time.
+
+The trial config holds the arm, the stage, the seed and the sampled values; the study spec
+(passed with ``tune.with_parameters``) supplies the rest. After each evaluation the trial
+reports the metric keys of architecture.md plus ``step``, ``compute_seconds`` and
+``images_per_second``; every ``checkpoint.every_evals`` evaluations it saves the trainer's
+complete state, and a restored trial continues at the step its checkpoint holds. A confirm
+trial ends by evaluating its final model and its best-on-select weights on the ``report``
+split (one extra report each, ``split: report``).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from adaptseg.checkpoint import atomic_torch_save, load_state
+from adaptseg.config import FIELDS, TrainConfig
+from adaptseg.data.build import build_datasets
+from adaptseg.trainer import NonFiniteLossError, Trainer
+from study.spec import StudySpec, arm_config
+
+CHECKPOINT_FILE = "trainer.pt"
+STATUS_DIVERGED = "diverged"
+
+
+def trial_config(spec: StudySpec, config: dict[str, Any]) -> TrainConfig:
+    """The trainer config of a trial: spec base + sampled values + arm settings + seed."""
+    sampled = {k: v for k, v in config.items() if k in FIELDS and k != "seed"}
+    return arm_config(spec, config["arm"], sampled, config.get("seed"))
+
+
+class _Window:
+    """Mean of each loss since the previous report, and images per compute-second."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.rows = trainer, []
+        self.seconds, self.steps = trainer.compute_seconds, trainer.step_count
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key in {k for row in self.rows for k in row}:
+            values = [row[key] for row in self.rows if key in row]
+            out[key] = sum(values) / len(values)
+        cfg = self.trainer.cfg
+        seconds = self.trainer.compute_seconds - self.seconds
+        images = (self.trainer.step_count - self.steps) * cfg.batch_size * cfg.iter_size
+        out["images_per_second"] = images / seconds if seconds > 0 else 0.0
+        self.rows, self.seconds, self.steps = (
+            [],
+            self.trainer.compute_seconds,
+            self.trainer.step_count,
+        )
+        return out
+
+
+def _restore(trainer: Trainer) -> dict[str, Any]:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return {"miou": -math.inf, "step": 0, "model": None}
+    with checkpoint.as_directory() as directory:
+        state = load_state(Path(directory) / CHECKPOINT_FILE)
+    trainer.load_state_dict(state)
+    return state["best"]
+
+
+def _report(
+    metrics: dict[str, Any], trainer: Trainer | None = None, best: dict | None = None
+) -> None:
+    if trainer is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        state = trainer.state_dict()
+        state["best"] = best
+        atomic_torch_save(state, Path(directory) / CHECKPOINT_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _final_report_split(trainer: Trainer, best: dict[str, Any], base: dict[str, Any]) -> None:
+    """Confirm stage: the final model and the best-on-select weights, on the report split."""
+    final = trainer.evaluate("report")
+    tune.report({**base, **final, "split": "report", "model": "final"})
+    if best["model"] is not None:
+        trainer.model.load_state_dict(best["model"])
+    chosen = trainer.evaluate("report")
+    tune.report({**base, **chosen, "split": "report", "model": "best_on_select",
+                 "best_step": best["step"]})  # fmt: skip
+
+
+def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
+    """The Ray Tune function trainable (a confirm trial's config sits under ``case``)."""
+    config = {**config.get("case", {}), **{k: v for k, v in config.items() if k != "case"}}
+    study = StudySpec(**spec)
+    cfg = trial_config(study, config)
+    stage = config.get("stage", "search")
+    parts = ["select", "report"] if stage == "confirm" else ["select"]
+    data = build_datasets(cfg, eval_parts=parts)
+    trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
+    best = _restore(trainer)
+    window = _Window(trainer)
+    every = study.checkpoint.every_evals
+    base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed}
+    while trainer.step_count < cfg.num_steps:
+        try:
+            window.add(trainer.step())
+        except NonFiniteLossError as exc:
+            tune.report({**base, "step": trainer.step_count, "split": "select", "miou": math.nan,
+                         "status": STATUS_DIVERGED, "error": str(exc), **exc.losses})  # fmt: skip
+            return
+        step = trainer.step_count
+        if step % cfg.eval_every and step != cfg.num_steps:
+            continue
+        metrics = trainer.evaluate("select")
+        if metrics["miou"] > best["miou"]:
+            weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+            best = {"miou": metrics["miou"], "step": step, "model": weights}
+        row = {**base, **window.flush(), **metrics, "step": step, "split": "select",
+               "compute_seconds": trainer.compute_seconds, "status": "ok"}  # fmt: skip
+        evaluations = step // cfg.eval_every
+        if evaluations % every == 0 or step == cfg.num_steps:
+            _report(row, trainer, best)
+        else:
+            _report(row)
+    if stage == "confirm":
+        done = {**base, "step": trainer.step_count, "compute_seconds": trainer.compute_seconds}
+        _final_report_split(trainer, best, done)
