@@ -18,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.train import write_text_atomic
 from study.plan import CONFIRM_EXPERIMENT, Interrupted, StudyPaths, search_experiment
-from study.search import fail_orphans, make_search
+from study.search import make_search
 from study.spec import SpecError, StudySpec, arm_config
 from study.trainable import train_trial
 
@@ -93,7 +93,6 @@ def _fit(path: Path, trainable: Any, make_tuner) -> tune.ResultGrid:
 
 def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tune.ResultGrid:
     cfg = arm_config(spec, arm)
-    fail_orphans(paths.optuna_url, f"{spec.name}-{arm}")
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
     path = paths.experiment(search_experiment(arm))
@@ -230,15 +229,17 @@ def run_study(
     address: str | None,
     node_ip: str | None,
 ) -> dict[str, Any]:
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
     start_ray(spec, address, node_ip)
     try:
-        gpus = gpus_per_trial(spec)
+        gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
         grids = {arm: run_search(spec, paths, arm, gpus) for arm in spec.arms}
         cases = confirm_plan(spec, paths, grids)
         write_best_configs(spec, paths, cases)
         confirm = run_confirm(spec, paths, cases, gpus) if cases else None
-        return summarise(confirm)
+        summary = summarise(confirm)
+        write_text_atomic(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
     finally:
         ray.shutdown()

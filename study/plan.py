@@ -42,6 +42,10 @@ class StudyPaths:
         return self.root / "confirm_plan.json"
 
     @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
     def best_configs(self) -> Path:
         return self.root / "best"
 

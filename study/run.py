@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import math
 import os
 import shlex
 import signal
@@ -26,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from adaptseg.config import ConfigError, changed_keys
+from adaptseg.config import ConfigError, changed_keys, parse_size
 from adaptseg.data.preprocess import DataError
 from study.plan import Interrupted, StudyPaths, describe_plan, flatten
 from study.spec import SpecError, StudySpec, arm_config, load_spec
@@ -88,7 +87,13 @@ def check_data(spec: StudySpec, generate: bool) -> None:
     if spec.data.synthetic is not None:
         if not generate:
             return
-        ensure_benchmark(Path(spec.data.synthetic.root), seed=spec.data.synthetic.seed)
+        synthetic = spec.data.synthetic
+        ensure_benchmark(
+            Path(synthetic.root),
+            synthetic.seed,
+            parse_size(synthetic.size),
+            tuple(synthetic.counts),
+        )
     for arm in spec.arms:
         build_datasets(arm_config(spec, arm), eval_parts=["select", "report"])
 
@@ -136,13 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(
-        json.dumps(
-            summary,
-            indent=2,
-            default=lambda v: None if isinstance(v, float) and math.isnan(v) else v,
-        )
-    )
+    print(json.dumps(summary, indent=2, sort_keys=True))
     return EXIT_OK
 
 

@@ -51,6 +51,16 @@ class PruneAwareOptunaSearch(OptunaSearch):
             log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """After a kill -9 the database can hold a RUNNING trial that the restored searcher
+        never asked for (it was asked after the last snapshot): nobody will finish it."""
+        super().restore(checkpoint_path)
+        known = {trial._trial_id for trial in self._ot_trials.values()}
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial._trial_id not in known:
+                self._ot_study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                log.warning("marked orphan Optuna trial %d failed", trial.number)
+
 
 def make_sampler(spec: StudySpec, concurrent: bool) -> optuna.samplers.BaseSampler:
     sampler = spec.search.sampler
@@ -78,16 +88,3 @@ def make_search(
         study_name=f"{spec.name}-{arm}",
         max_step=max_step,
     )
-
-
-def fail_orphans(storage_url: str, study_name: str) -> int:
-    """After a hard kill the Optuna database can hold RUNNING trials nobody will finish."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
-    except KeyError:
-        return 0
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        count += 1
-    return count

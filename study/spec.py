@@ -24,6 +24,7 @@ from adaptseg.config import (
     build_config,
     closest_key,
     parse_overrides,
+    parse_size,
     read_yaml_mapping,
 )
 
@@ -56,6 +57,8 @@ class SyntheticData(_Strict):
 
     root: str = "data/synthetic"
     seed: int = 0
+    size: str = "128x256"
+    counts: list[builtins.int] = [1000, 1000, 200]
 
 
 class DataSpec(_Strict):
@@ -266,7 +269,18 @@ def _validate(spec: StudySpec, origin: str) -> None:
     for ok, key, message in checks:
         if not ok:
             raise SpecError(f"{origin}: {key}: {message}")
-    if spec.data.synthetic is None and (spec.data.source is None or spec.data.target is None):
+    synthetic = spec.data.synthetic
+    if synthetic is not None:
+        try:
+            parse_size(synthetic.size)
+        except ValueError as exc:
+            raise SpecError(f"{origin}: data.synthetic.size: {exc}") from None
+        if len(synthetic.counts) != 3 or min(synthetic.counts) <= 0:
+            raise SpecError(
+                f"{origin}: data.synthetic.counts: expected three positive integers "
+                f"[source, target train, target val], got {synthetic.counts}"
+            )
+    if synthetic is None and (spec.data.source is None or spec.data.target is None):
         raise SpecError(
             f"{origin}: data: expected either `synthetic` or both `source` and `target`"
         )

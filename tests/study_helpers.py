@@ -1,0 +1,76 @@
+"""Helpers for tests that run real Ray studies: tiny specs, subprocess runs on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the outward address; other loopbacks stay
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RAY_AUTH_MODE": "disabled",  # tests only: the harness leaves Ray's token auth on
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    return env
+
+
+def tiny_spec(bench: Path, **sections) -> dict:
+    spec = {
+        "name": "tiny",
+        "data": {"synthetic": {"root": str(bench), "seed": 0, "size": "64x128", "counts": [24, 24, 16]}},
+        "train": {
+            "backbone": "small", "ndf": 8, "optimizer": "adam", "lr": 1e-3,
+            "input_size_source": "64x128", "input_size_target": "64x128",
+            "num_steps": 6, "schedule_steps": 6, "eval_every": 2, "num_workers": 0,
+        },
+        "arms": {
+            "source_only": {"use_target": False, "multi_level": False},
+            "single_level": {"multi_level": False},
+        },
+        "search": {
+            "num_samples": 3,
+            "sampler": {"kind": "tpe", "seed": 0, "n_startup_trials": 1},
+            "space": {
+                "lambda_adv_main": {"log_uniform": [1e-3, 1e-2], "arms": ["single_level"]},
+                "lr": {"log_uniform": [5e-4, 2e-3]},
+            },
+        },
+        "scheduler": {"kind": "asha", "grace_period": 2, "reduction_factor": 2},
+        "confirm": {"top_k": 1, "seeds": [0, 1]},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2},
+        "ray": {"num_cpus": 2},
+    }  # fmt: skip
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def write_spec(directory: Path, spec: dict) -> Path:
+    path = directory / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def study_command(spec_path: Path, results: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "study.run", str(spec_path), "--results", str(results),
+        "--node-ip-address", LOOPBACK, *extra,
+    ]  # fmt: skip
+
+
+def run_study(spec_path: Path, results: Path, *extra: str, timeout: int = 600):
+    return subprocess.run(
+        study_command(spec_path, results, *extra),
+        capture_output=True, text=True, timeout=timeout, env=ray_env(), cwd=spec_path.parent,
+    )  # fmt: skip

@@ -1,0 +1,178 @@
+"""The study harness end to end with real Ray and Optuna (no mocks), on loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from study_helpers import ray_env, run_study, study_command, tiny_spec, write_spec
+
+from adaptseg.data.synthetic import generate
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    generate(root, seed=0, size=(64, 128), counts=(24, 24, 16))
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, bench):
+    """One small two-arm study with ASHA, run to the end, then run again."""
+    work = tmp_path_factory.mktemp("study")
+    spec_path = write_spec(work, tiny_spec(bench))
+    root = work / "results" / "tiny"
+    first = run_study(spec_path, work / "results")
+    first.summary = (root / "summary.json").read_text() if first.returncode == 0 else None
+    second = run_study(spec_path, work / "results")
+    return root, first, second
+
+
+def experiment_trials(experiment: Path) -> list[list[dict]]:
+    return [
+        [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        for trial in sorted(experiment.iterdir())
+        if (trial / "result.json").is_file()
+    ]
+
+
+@pytest.mark.slow
+def test_study_completes_and_says_it_runs_on_cpu(finished):
+    root, first, _ = finished
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "no GPU in the Ray cluster: trials run on CPU" in first.stderr
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary) == {"source_only", "single_level"}
+    assert all(arm["seeds"] == 2 for arm in summary.values())
+    assert sorted(p.name for p in (root / "best").iterdir()) == [
+        "single_level.yaml",
+        "source_only.yaml",
+    ]
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_and_optuna_records_them_as_pruned(finished):
+    root, *_ = finished
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    states = []
+    for arm in ("source_only", "single_level"):
+        study = optuna.load_study(study_name=f"tiny-{arm}", storage=storage)
+        assert len(study.trials) == 3
+        states += [t.state.name for t in study.trials]
+    stopped = [
+        rows
+        for rows in experiment_trials(root / "ray" / "search-single_level")
+        + experiment_trials(root / "ray" / "search-source_only")
+        if rows[-1]["step"] < 6
+    ]
+    assert stopped, "ASHA stopped no trial"
+    assert states.count("PRUNED") == len(stopped)
+    assert states.count("COMPLETE") == 6 - len(stopped)
+
+
+@pytest.mark.slow
+def test_confirm_uses_the_same_seeds_in_every_arm_and_reports_the_report_split(finished):
+    root, *_ = finished
+    plan = json.loads((root / "confirm_plan.json").read_text())
+    seeds = {
+        arm: sorted(c["seed"] for c in plan if c["arm"] == arm)
+        for arm in ("source_only", "single_level")
+    }
+    assert seeds == {"source_only": [0, 1], "single_level": [0, 1]}
+    for rows in experiment_trials(root / "ray" / "confirm"):
+        assert rows[-2]["split"] == rows[-1]["split"] == "report"
+        assert {rows[-2]["model"], rows[-1]["model"]} == {"final", "best_on_select"}
+        assert rows[-1]["step"] == 6 and all(r["stage"] == "confirm" for r in rows)
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_study_runs_nothing_new(finished):
+    root, first, second = finished
+    assert second.returncode == 0, second.stderr[-3000:]
+    counts = {
+        experiment.name: [len(rows) for rows in experiment_trials(experiment)]
+        for experiment in (root / "ray").iterdir()
+    }
+    assert counts["confirm"] == [5, 5, 5, 5]  # 3 evaluations + 2 report-split rows, once
+    assert (root / "summary.json").read_text() == first.summary
+    assert second.stdout.strip().endswith(first.summary.strip())
+
+
+def test_asking_for_a_gpu_on_a_cpu_cluster_fails_before_anything_starts(tmp_path, bench):
+    spec_path = write_spec(tmp_path, tiny_spec(bench, resources={"gpus_per_trial": 1}))
+    result = run_study(spec_path, tmp_path / "results", timeout=180)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "error: resources.gpus_per_trial: 1 GPU(s) per trial asked for, but the largest node of "
+        "the Ray cluster has 0"
+    )
+    assert not (tmp_path / "results" / "tiny").exists()
+
+
+def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GTA5_ROOT", "CITYSCAPES_ROOT", "DEEPLAB_INIT")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", "search_spaces/levels.yaml", "--dry-run"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: search_spaces/levels.yaml: data.source.root: environment variable GTA5_ROOT is "
+        "not set (export it, or set the key with --set)"
+    )
+
+
+def test_quickstart_dry_run_prints_the_plan():
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", "search_spaces/quickstart.yaml", "--dry-run"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "arm multi_level: search" in result.stdout and "total: 24 trials" in result.stdout
+
+
+@pytest.mark.slow
+def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench):
+    spec = tiny_spec(
+        bench,
+        train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 1, "space": {}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 0, "seeds": [0]},
+    )
+    spec_path = write_spec(tmp_path, spec)
+    results = tmp_path / "results"
+    driver = subprocess.Popen(
+        study_command(spec_path, results), env=ray_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    experiment = results / "tiny" / "ray" / "search-source_only"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
+        time.sleep(0.2)
+    assert list(experiment.glob("*/checkpoint_000001")), "no checkpoint appeared"
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 130, err[-3000:]
+    assert "interrupted; resume with: python -m study.run" in err
+    resumed = run_study(spec_path, results)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (rows,) = experiment_trials(experiment)
+    steps = [r["step"] for r in rows]
+    restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
+    assert steps[restart] > 6, f"resumed at step {steps[restart]}, not from its checkpoint"
+    assert steps[-1] == 60
