@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from adaptseg.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -22,19 +22,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(state: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through a temporary file and a rename (never a half-written file)."""
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def checkpoint_files(directory: str | Path) -> list[Path]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
 from adaptseg.config import ConfigError, TrainConfig, changed_keys, load_config
 from adaptseg.data.build import RunData, build_datasets
 from adaptseg.data.preprocess import DataError
+from adaptseg.fileio import atomic_write_text
 from adaptseg.models import InitWeightsError
 from adaptseg.trainer import NonFiniteLossError, Trainer
 
@@ -47,13 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _check_same_run(cfg: TrainConfig, out: Path) -> None:
     saved = out / "config.yaml"
     if not saved.exists():
@@ -72,7 +64,7 @@ def _trim_log(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class MetricsLog:
@@ -101,7 +93,7 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
     if resumed is not None:
         trainer.load_state_dict(resumed[0])
         log.info("resumed from %s at step %d", resumed[1], trainer.step_count)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     metrics = MetricsLog(out / "metrics.jsonl")
     _trim_log(metrics.path, trainer.step_count)
     window: list[dict[str, float]] = []

@@ -129,7 +129,8 @@ class Trainer:
         )
         self.eval_sets = dict(eval_sets or {})
         self.step_count = 0
-        self.compute_seconds = 0.0
+        self.compute_seconds = 0.0  # training and evaluation
+        self.train_seconds = 0.0  # training steps only (for throughput)
 
     # ----------------------------------------------------------------------------------------
     def _modules(self) -> list[nn.Module]:
@@ -251,7 +252,9 @@ class Trainer:
                 self.scaler.step(optimizer)
         self.scaler.update()
         self.step_count += 1
-        self.compute_seconds += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        self.compute_seconds += elapsed
+        self.train_seconds += elapsed
         return {**losses, "lr": lr_g, "lr_d": lr_d}
 
     def _stream_positions(self) -> dict[str, Any]:
@@ -301,6 +304,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "step": self.step_count,
             "compute_seconds": self.compute_seconds,
+            "train_seconds": self.train_seconds,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
             "d_main": self.d_main.state_dict(),
@@ -330,3 +334,4 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step_count = int(state["step"])
         self.compute_seconds = float(state["compute_seconds"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.metadata
 import json
 import logging
 import math
 import os
+import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,8 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from adaptseg.train import write_text_atomic
+from adaptseg.fileio import atomic_write_text
+from study.export import export
 from study.plan import CONFIRM_EXPERIMENT, Interrupted, StudyPaths, search_experiment
 from study.search import make_search
 from study.spec import SpecError, StudySpec, arm_config
@@ -69,25 +74,25 @@ def _trainable(spec: StudySpec, gpus: float) -> Any:
 def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
-        storage_path=str(paths.experiments),
+        storage_path=paths.experiments,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         verbose=1,
     )
 
 
-def _fit(path: Path, trainable: Any, make_tuner) -> tune.ResultGrid:
+def _fit(path: str, trainable: Any, make_tuner) -> tune.ResultGrid:
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(
-            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+            path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
         tuner = make_tuner()
     grid = tuner.fit()
-    statuses = [t.status for t in tune.ExperimentAnalysis(str(path)).trials]
+    statuses = [t.status for t in tune.ExperimentAnalysis(path).trials]
     if any(status not in FINISHED for status in statuses):
-        raise Interrupted(path.name)
+        raise Interrupted(path)
     return grid
 
 
@@ -163,7 +168,7 @@ def confirm_plan(
                 cases.append(
                     {"arm": arm, "stage": "confirm", "rank": rank, "seed": seed, **params}
                 )
-    write_text_atomic(paths.confirm_plan, json.dumps(cases, indent=2) + "\n")
+    atomic_write_text(paths.confirm_plan, json.dumps(cases, indent=2) + "\n")
     return cases
 
 
@@ -175,7 +180,7 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
             continue
         cfg = arm_config(spec, case["arm"], _sampled(case, spec))
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
-        write_text_atomic(paths.best_configs / f"{case['arm']}.yaml", text)
+        atomic_write_text(paths.best_configs / f"{case['arm']}.yaml", text)
 
 
 def run_confirm(
@@ -222,6 +227,52 @@ def summarise(grid: tune.ResultGrid | None) -> dict[str, Any]:
     }
 
 
+def code_version() -> str:
+    """The git commit of the installed code (``+dirty`` with local changes), else 'unknown'."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def write_provenance(paths: StudyPaths) -> None:
+    """Code version and package versions, written once when the study starts."""
+    if paths.provenance.exists():
+        return
+    packages = {}
+    for name in ("adaptseg-study", "torch", "torchvision", "ray", "optuna", "numpy", "pyarrow",
+                 "plotly"):  # fmt: skip
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    record = {"code_version": code_version(), "python": platform.python_version(),
+              "packages": packages, "started": started}  # fmt: skip
+    atomic_write_text(paths.provenance, json.dumps(record, indent=2) + "\n")
+
+
+def export_tables(paths: StudyPaths) -> None:
+    """Tables after each stage (local experiments only; a URI storage is exported by hand)."""
+    if paths.storage is None:
+        counts = export(paths.root)
+        log.info("tables: %s", counts)
+
+
 def run_study(
     spec: StudySpec,
     paths: StudyPaths,
@@ -233,13 +284,22 @@ def run_study(
     try:
         gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
         paths.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
-        grids = {arm: run_search(spec, paths, arm, gpus) for arm in spec.arms}
+        atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
+        write_provenance(paths)
+        grids = {}
+        for arm in spec.arms:
+            grids[arm] = run_search(spec, paths, arm, gpus)
+            export_tables(paths)
         cases = confirm_plan(spec, paths, grids)
         write_best_configs(spec, paths, cases)
         confirm = run_confirm(spec, paths, cases, gpus) if cases else None
+        export_tables(paths)
+        if paths.storage is None:
+            from reports.build import build
+
+            log.info("report: %s", build(paths.root))
         summary = summarise(confirm)
-        write_text_atomic(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
     finally:
         ray.shutdown()

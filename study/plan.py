@@ -15,11 +15,18 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class StudyPaths:
+    """The local study directory; Ray's experiments live there too unless ``storage`` names a
+    shared folder or a pyarrow URI (then the Optuna database and the tables stay local)."""
+
     root: Path
+    storage: str | None = None
 
     @classmethod
     def for_spec(cls, spec: StudySpec, results: Path) -> StudyPaths:
-        return cls((results / spec.name).resolve())
+        storage = spec.storage
+        if storage is not None and "://" not in storage:
+            storage = str(Path(storage).absolute())
+        return cls((results / spec.name).resolve(), storage)
 
     @property
     def spec_file(self) -> Path:
@@ -34,12 +41,26 @@ class StudyPaths:
         return f"sqlite:///{self.optuna_db}"
 
     @property
-    def experiments(self) -> Path:
-        return self.root / "ray"
+    def experiments(self) -> str:
+        if self.storage is None:
+            return str(self.root / "ray")
+        return f"{self.storage.rstrip('/')}/{self.root.name}"
 
     @property
     def confirm_plan(self) -> Path:
         return self.root / "confirm_plan.json"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
 
     @property
     def summary(self) -> Path:
@@ -49,8 +70,8 @@ class StudyPaths:
     def best_configs(self) -> Path:
         return self.root / "best"
 
-    def experiment(self, name: str) -> Path:
-        return self.experiments / name
+    def experiment(self, name: str) -> str:
+        return f"{self.experiments}/{name}"
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:

@@ -125,6 +125,7 @@ class RaySpec(_Strict):
 class CheckpointSpec(_Strict):
     every_evals: int = 1
     num_to_keep: int = 2
+    every_minutes: float | None = None
 
 
 class StudySpec(_Strict):
@@ -264,6 +265,8 @@ def _validate(spec: StudySpec, origin: str) -> None:
          "resources.gpus_per_trial", "expected 'auto' or a number >= 0"),
         (spec.checkpoint.every_evals > 0, "checkpoint.every_evals", "expected a positive integer"),
         (spec.checkpoint.num_to_keep > 0, "checkpoint.num_to_keep", "expected a positive integer"),
+        (spec.checkpoint.every_minutes is None or spec.checkpoint.every_minutes > 0,
+         "checkpoint.every_minutes", "expected a positive number or null"),
         (spec.max_failures >= 0, "max_failures", "expected an integer >= 0"),
     ]  # fmt: skip
     for ok, key, message in checks:
@@ -323,6 +326,18 @@ def representative_sample(dist: Distribution) -> Any:
     return (bounds[0] + bounds[1]) / 2
 
 
+def _absolute_roots(raw: dict[str, Any]) -> None:
+    """Data roots relative to where the command runs: trial workers may run elsewhere."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for section in ("source", "target", "synthetic"):
+        node = data.get(section)
+        for key in ("root", "list"):
+            if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+                node[key] = str(Path(node[key]).expanduser().absolute())
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
     """Read, expand, override and validate a study YAML completely (no Ray, no data access)."""
     origin = str(path)
@@ -332,6 +347,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec
         raise SpecError(str(exc)) from None
     raw = apply_overrides(raw, list(overrides or []))
     raw = expand_env(raw, "", origin)
+    _absolute_roots(raw)
     try:
         spec = StudySpec(**raw)
     except ValidationError as exc:

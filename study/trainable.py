@@ -35,11 +35,11 @@ def trial_config(spec: StudySpec, config: dict[str, Any]) -> TrainConfig:
 
 
 class _Window:
-    """Mean of each loss since the previous report, and images per compute-second."""
+    """Mean of each loss since the previous report, and source images per training second."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer, self.rows = trainer, []
-        self.seconds, self.steps = trainer.compute_seconds, trainer.step_count
+        self.seconds, self.steps = trainer.train_seconds, trainer.step_count
 
     def add(self, row: dict[str, float]) -> None:
         self.rows.append(row)
@@ -50,14 +50,11 @@ class _Window:
             values = [row[key] for row in self.rows if key in row]
             out[key] = sum(values) / len(values)
         cfg = self.trainer.cfg
-        seconds = self.trainer.compute_seconds - self.seconds
+        seconds = self.trainer.train_seconds - self.seconds
         images = (self.trainer.step_count - self.steps) * cfg.batch_size * cfg.iter_size
         out["images_per_second"] = images / seconds if seconds > 0 else 0.0
-        self.rows, self.seconds, self.steps = (
-            [],
-            self.trainer.compute_seconds,
-            self.trainer.step_count,
-        )
+        self.rows = []
+        self.seconds, self.steps = self.trainer.train_seconds, self.trainer.step_count
         return out
 
 
@@ -107,6 +104,8 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     best = _restore(trainer)
     window = _Window(trainer)
     every = study.checkpoint.every_evals
+    minutes = study.checkpoint.every_minutes
+    last_save = trainer.compute_seconds
     base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed}
     while trainer.step_count < cfg.num_steps:
         try:
@@ -125,8 +124,10 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
         row = {**base, **window.flush(), **metrics, "step": step, "split": "select",
                "compute_seconds": trainer.compute_seconds, "status": "ok"}  # fmt: skip
         evaluations = step // cfg.eval_every
-        if evaluations % every == 0 or step == cfg.num_steps:
+        overdue = minutes is not None and trainer.compute_seconds - last_save >= 60 * minutes
+        if evaluations % every == 0 or step == cfg.num_steps or overdue:
             _report(row, trainer, best)
+            last_save = trainer.compute_seconds
         else:
             _report(row)
     if stage == "confirm":

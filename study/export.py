@@ -1,0 +1,253 @@
+"""``python -m study.export results/<study>``: Ray Tune's trial results -> three Parquet tables.
+
+Built from each trial's ``result.json`` (every reported key; ``progress.csv`` drops columns) and
+the newest experiment snapshot (trial status and errors). Works while the study runs (rows then
+lag by up to one flush). Rows replayed after a hard kill are dropped: for each (step, split,
+model) the row of the last restore segment wins. Schemas are explicit, so an all-empty column
+keeps its type and tables from different runs concatenate. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from adaptseg.evaluation import CITYSCAPES_CLASSES
+from adaptseg.fileio import atomic_write
+
+SCHEMA_VERSION = "1"
+LOSSES = (
+    "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
+    "loss_d_main", "loss_d_aux",
+)  # fmt: skip
+EVAL_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("experiment", pa.string()), ("arm", pa.string()),
+    ("stage", pa.string()), ("trial_id", pa.string()), ("seed", pa.int64()),
+    ("split", pa.string()), ("model", pa.string()), ("step", pa.int64()),
+    ("time_total_s", pa.float64()), ("compute_seconds", pa.float64()),
+    ("images_per_second", pa.float64()), ("lr", pa.float64()), ("lr_d", pa.float64()),
+    *[(loss, pa.float64()) for loss in LOSSES],
+    ("miou", pa.float64()), ("status", pa.string()),
+]  # fmt: skip
+CLASS_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("arm", pa.string()), ("stage", pa.string()),
+    ("trial_id", pa.string()), ("seed", pa.int64()), ("step", pa.int64()),
+    ("split", pa.string()), ("model", pa.string()), ("class", pa.string()),
+    ("iou", pa.float64()),
+]  # fmt: skip
+TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("experiment", pa.string()), ("arm", pa.string()),
+    ("stage", pa.string()), ("trial_id", pa.string()), ("seed", pa.int64()),
+    ("rank", pa.int64()), ("status", pa.string()), ("error", pa.string()),
+    ("best_miou", pa.float64()), ("final_miou", pa.float64()), ("best_step", pa.int64()),
+    ("step_reached", pa.int64()), ("max_steps", pa.int64()),
+    ("report_miou_final", pa.float64()), ("report_miou_best_on_select", pa.float64()),
+    ("wall_seconds", pa.float64()), ("compute_seconds", pa.float64()),
+    ("config", pa.string()), ("code_version", pa.string()),
+]  # fmt: skip
+KIND_TYPES = {"uniform": pa.float64(), "log_uniform": pa.float64(), "int": pa.int64(),
+              "categorical": pa.string()}  # fmt: skip
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def read_rows(trial_dir: Path) -> list[dict[str, Any]]:
+    """The trial's reports, de-duplicated: the last restore segment wins for a report key."""
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    kept: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a hard kill
+        key = (row.get("step"), row.get("split", "select"), row.get("model", "current"))
+        kept.pop(key, None)
+        kept[key] = row
+    return sorted(
+        kept.values(), key=lambda r: (r.get("step") or 0, r.get("training_iteration") or 0)
+    )
+
+
+def experiment_trials(experiment: Path) -> list[dict[str, Any]]:
+    """Trial records (id, status, config, folder, error) from the newest experiment snapshot."""
+    snapshots = sorted(glob.glob(str(experiment / "experiment_state-*.json")))
+    if not snapshots:
+        return []
+    state = json.loads(Path(snapshots[-1]).read_text())
+    trials = []
+    for trial_json, runtime_json in state.get("trial_data", []):
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+        error = None
+        for name in (runtime.get("error_filename"), "error.txt"):
+            candidate = experiment / trial.get("relative_logdir", "") / (name or "")
+            if name and candidate.is_file():
+                error = candidate.read_text().strip().splitlines()[-1][:500]
+                break
+        folder = experiment / trial.get("relative_logdir", "")
+        trials.append({
+            "trial_id": trial["trial_id"], "status": trial["status"],
+            "config": trial.get("config") or {}, "dir": folder, "error": error,
+        })  # fmt: skip
+    return trials
+
+
+def trial_status(ray_status: str, rows: list[dict[str, Any]], max_steps: int) -> str:
+    """completed | early_stopped | diverged | errored | running."""
+    if rows and rows[-1].get("status") == "diverged":
+        return "diverged"
+    if ray_status == "ERROR":
+        return "errored"
+    if ray_status != "TERMINATED":
+        return "running"
+    reached = max((r.get("step") or 0 for r in rows), default=0)
+    return "completed" if reached >= max_steps else "early_stopped"
+
+
+class Tables:
+    """Accumulates rows for the three tables of one study."""
+
+    def __init__(self, study: str, space: dict[str, dict], code_version: str) -> None:
+        self.study, self.space, self.code_version = study, space, code_version
+        self.evals: list[dict] = []
+        self.classes: list[dict] = []
+        self.trials: list[dict] = []
+
+    def add(self, experiment: str, trial: dict, max_steps: int) -> None:
+        rows = read_rows(trial["dir"])
+        config = {**trial["config"].get("case", {}), **trial["config"]}
+        config.pop("case", None)
+        arm, stage = config.get("arm"), config.get("stage", "search")
+        seed = _int(rows[0].get("seed")) if rows else _int(config.get("seed"))
+        base = {"study": self.study, "arm": arm, "stage": stage, "trial_id": trial["trial_id"],
+                "seed": seed}  # fmt: skip
+        for row in rows:
+            split, model = row.get("split", "select"), row.get("model", "current")
+            record = {**base, "experiment": experiment, "split": split, "model": model,
+                      "step": _int(row.get("step")), "status": row.get("status", "ok"),
+                      "time_total_s": _finite(row.get("time_total_s"))}  # fmt: skip
+            for name, kind in EVAL_FIELDS:
+                if kind == pa.float64() and name not in record:
+                    record[name] = _finite(row.get(name))
+            self.evals.append(record)
+            for name in CITYSCAPES_CLASSES:
+                if f"iou_{name}" in row:
+                    self.classes.append({**base, "step": record["step"], "split": split,
+                                         "model": model, "class": name,
+                                         "iou": _finite(row[f"iou_{name}"])})  # fmt: skip
+        self.trials.append(self._trial_row(experiment, trial, base, config, rows, max_steps))
+
+    def _trial_row(self, experiment, trial, base, config, rows, max_steps) -> dict:
+        select = [r for r in rows if r.get("split", "select") == "select"]
+        mious = [(_finite(r.get("miou")), r.get("step")) for r in select]
+        mious = [(m, s) for m, s in mious if m is not None]
+        best = max(mious, default=(None, None))
+        report = {
+            r.get("model"): _finite(r.get("miou")) for r in rows if r.get("split") == "report"
+        }
+        last = rows[-1] if rows else {}
+        error = trial["error"] or (last.get("error") if last.get("status") == "diverged" else None)
+        out = {
+            **base, "experiment": experiment, "rank": _int(config.get("rank")),
+            "status": trial_status(trial["status"], rows, max_steps), "error": error,
+            "best_miou": best[0], "best_step": _int(best[1]),
+            "final_miou": mious[-1][0] if mious else None,
+            "step_reached": max((_int(r.get("step")) or 0 for r in rows), default=0),
+            "max_steps": max_steps, "report_miou_final": report.get("final"),
+            "report_miou_best_on_select": report.get("best_on_select"),
+            "wall_seconds": _finite(last.get("time_total_s")),
+            "compute_seconds": _finite(last.get("compute_seconds")),
+            "config": json.dumps(config, sort_keys=True), "code_version": self.code_version,
+        }  # fmt: skip
+        for name in self.space:
+            out[name] = config.get(name)
+        return out
+
+    def trial_schema(self) -> pa.Schema:
+        extra = [(name, KIND_TYPES[_kind(dist)]) for name, dist in self.space.items()]
+        return _schema(TRIAL_FIELDS + extra)
+
+
+def _kind(dist: dict) -> str:
+    return next(k for k in KIND_TYPES if dist.get(k) is not None)
+
+
+def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema(fields, metadata={"adaptseg.schema_version": SCHEMA_VERSION})
+
+
+def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    """Write with an explicit schema, atomically (temporary file, then rename)."""
+    columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
+    table = pa.Table.from_pydict(columns, schema=schema)
+    atomic_write(path, lambda handle: pq.write_table(table, handle))
+
+
+def export(study_dir: Path) -> dict[str, int]:
+    """Write ``tables/{trials,evals,class_iou}.parquet``; returns the row counts."""
+    spec = yaml.safe_load((study_dir / "study.yaml").read_text())
+    provenance_file = study_dir / "provenance.json"
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    tables = Tables(
+        spec["name"],
+        spec.get("search", {}).get("space", {}),
+        provenance.get("code_version", "unknown"),
+    )
+    max_steps = {arm: _arm_steps(spec, arm) for arm in spec["arms"]}
+    experiments = study_dir / "ray"
+    for experiment in sorted(experiments.iterdir()) if experiments.is_dir() else []:
+        for trial in experiment_trials(experiment):
+            config = {**trial["config"].get("case", {}), **trial["config"]}
+            tables.add(experiment.name, trial, max_steps.get(config.get("arm"), 0))
+    out = study_dir / "tables"
+    write_table(tables.trials, tables.trial_schema(), out / "trials.parquet")
+    write_table(tables.evals, _schema(EVAL_FIELDS), out / "evals.parquet")
+    write_table(tables.classes, _schema(CLASS_FIELDS), out / "class_iou.parquet")
+    return {
+        "trials": len(tables.trials),
+        "evals": len(tables.evals),
+        "class_iou": len(tables.classes),
+    }
+
+
+def _arm_steps(spec: dict, arm: str) -> int:
+    values = {**spec.get("train", {}), **spec["arms"][arm]}
+    return int(values.get("num_steps", 150000))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m study.export", description=__doc__)
+    parser.add_argument("study_dir", type=Path, help="results/<study>")
+    args = parser.parse_args(argv)
+    if not (args.study_dir / "study.yaml").is_file():
+        print(f"error: {args.study_dir}: not a study directory (no study.yaml)", file=sys.stderr)
+        return 2
+    counts = export(args.study_dir)
+    print(
+        f"wrote {args.study_dir / 'tables'}: "
+        + ", ".join(f"{k} {v} rows" for k, v in counts.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Joining a real two-node Ray cluster started by the test on loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from study_helpers import ray_env, run_study, tiny_spec, write_spec
+from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
+
+HEAD, SECOND = "127.0.0.2", "127.0.0.3"
+
+
+def ray_pids() -> set[int]:
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"ray" in cmdline and int(entry) != os.getpid():
+            pids.add(int(entry))
+    return pids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HEAD, 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def cluster():
+    """A head at 127.0.0.2 and a second node at 127.0.0.3, one CPU each; stopped by the
+    process ids it started (never `ray stop`, which would end other Rays too)."""
+    before = ray_pids()
+    port = free_port()
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run(
+            ["ray", "start", "--head", f"--node-ip-address={HEAD}", f"--port={port}",
+             "--include-dashboard=false", *common],
+            check=True, env=ray_env(), capture_output=True, timeout=120,
+        )  # fmt: skip
+        subprocess.run(
+            ["ray", "start", f"--address={HEAD}:{port}", f"--node-ip-address={SECOND}", *common],
+            check=True, env=ray_env(), capture_output=True, timeout=120,
+        )  # fmt: skip
+        yield f"{HEAD}:{port}"
+    finally:
+        started = ray_pids() - before
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_study_joins_a_two_node_cluster_and_uses_both_nodes(tmp_path, bench, cluster):  # noqa: F811
+    spec = tiny_spec(
+        bench,
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 2, "space": {"lr": {"log_uniform": [5e-4, 2e-3]}}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 0, "seeds": [0]},
+        ray={},
+    )
+    spec_path = write_spec(tmp_path, spec)
+    result = run_study(spec_path, tmp_path / "results", "--address", cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tmp_path / "results" / "tiny" / "ray" / "search-source_only"
+    nodes = set()
+    for trial in experiment.iterdir():
+        if (trial / "result.json").is_file():
+            rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+            assert rows[-1]["step"] == 6
+            nodes |= {row["node_ip"] for row in rows}
+    assert nodes == {HEAD, SECOND}
