@@ -102,7 +102,9 @@ class Report:
                 _interval(mean_ci(list(finals.get(arm, {}).values()))),
             ]
             for base in BASELINES:
-                if base == arm or base not in scores:
+                # source_only is the bottom baseline: it is never compared against bn_control
+                skip = arm in BASELINES and BASELINES.index(arm) <= BASELINES.index(base)
+                if skip or base not in scores:
                     cells.append("")
                     continue
                 diff = paired_difference(scores[arm], scores[base])

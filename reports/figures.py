@@ -136,7 +136,9 @@ def parallel_coordinates(
             dimensions=dimensions,
         )
     )
-    return _layout(fig, f"Hyperparameters against best select mIoU: {arm} (search stage)", 380)
+    _layout(fig, f"Hyperparameters against best select mIoU: {arm} (search stage)", 400)
+    fig.update_layout(margin={"t": 110})
+    return fig
 
 
 def sensitivity(

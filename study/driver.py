@@ -284,7 +284,7 @@ def run_study(
     try:
         gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
         paths.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=True))
+        atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=False))
         write_provenance(paths)
         grids = {}
         for arm in spec.arms:

@@ -135,9 +135,10 @@ def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
     )
 
 
-def test_quickstart_dry_run_prints_the_plan():
+def test_quickstart_dry_run_prints_the_plan(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "study.run", "search_spaces/quickstart.yaml", "--dry-run"],
+        [sys.executable, "-m", "study.run", "search_spaces/quickstart.yaml", "--dry-run",
+         "--results", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -145,7 +146,8 @@ def test_quickstart_dry_run_prints_the_plan():
 
 
 @pytest.mark.slow
-def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, stop):
     spec = tiny_spec(
         bench,
         train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
@@ -165,7 +167,7 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench):
     while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
         time.sleep(0.2)
     assert list(experiment.glob("*/checkpoint_000001")), "no checkpoint appeared"
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(stop)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 130, err[-3000:]
     assert "interrupted; resume with: python -m study.run" in err
@@ -176,3 +178,78 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench):
     restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
     assert steps[restart] > 6, f"resumed at step {steps[restart]}, not from its checkpoint"
     assert steps[-1] == 60
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_ends_as_diverged_and_the_study_completes(tmp_path, bench):
+    spec = tiny_spec(
+        bench,
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 2, "space": {"lr": {"categorical": [1.0e-3, 1.0e8]}},
+                "sampler": {"kind": "random", "seed": 0}},
+        train={"optimizer": "sgd", "momentum": 0.0},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 1, "seeds": [0]},
+    )  # fmt: skip
+    spec_path = write_spec(tmp_path, spec)
+    result = run_study(spec_path, tmp_path / "results")
+    assert result.returncode == 0, result.stderr[-3000:]
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "results" / "tiny" / "tables" / "trials.parquet")
+    search = trials[trials["stage"] == "search"].set_index("lr")
+    if 1.0e8 not in search.index:
+        pytest.skip("the sampler did not draw the diverging value")
+    diverged = search.loc[1.0e8]
+    assert diverged["status"] == "diverged"
+    assert "loss became NaN or infinite at step" in diverged["error"]
+    assert trials.loc[trials["stage"] == "confirm", "lr"].tolist() == [1.0e-3]
+    study = optuna.load_study(study_name="tiny-source_only",
+                              storage=f"sqlite:///{tmp_path / 'results' / 'tiny' / 'optuna.db'}")  # fmt: skip
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "FAIL"]
+    assert (tmp_path / "results" / "tiny" / "report.html").is_file()
+
+
+def worker_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if b"ImplicitFunc" in handle.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
+    spec = tiny_spec(
+        bench,
+        train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 1, "space": {}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 0, "seeds": [0]},
+        max_failures=1,
+    )
+    spec_path = write_spec(tmp_path, spec)
+    results = tmp_path / "results"
+    driver = subprocess.Popen(
+        study_command(spec_path, results), env=ray_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    experiment = results / "tiny" / "ray" / "search-source_only"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
+        time.sleep(0.2)
+    before = worker_pids()
+    assert before, "no trial worker found"
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+    (rows,) = experiment_trials(experiment)
+    restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
+    assert rows[restart]["step"] > 6 and rows[-1]["step"] == 60

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from adaptseg.config import TrainConfig, load_config
+from adaptseg.config import TrainConfig, load_config, parse_size
 from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
 
 # The small preset on the synthetic benchmark: a net trained from scratch needs Adam
@@ -128,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    ensure_benchmark(args.out)
+    meta = args.out / "synthetic.json"
+    if meta.exists():  # an existing benchmark keeps its own size
+        size = parse_size(json.loads(meta.read_text())["size"])
+    else:
+        ensure_benchmark(args.out)
+        size = DEFAULT_SIZE
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = args.arms.split(",")
     settings = {
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "single_level": {**ARMS["single_level"], "lambda_adv_main": args.lambda_adv},
     }
     jobs = [
-        (args.out, arm, settings[arm], seed, args.steps, DEFAULT_SIZE, args.overrides)
+        (args.out, arm, settings[arm], seed, args.steps, size, args.overrides)
         for seed in seeds
         for arm in arms
     ]

@@ -1,0 +1,55 @@
+"""Seconds to export tables and build the report for a large made-up study, and the HTML size.
+
+    python benchmarks/report_scale.py [--trials 1000] [--evals 30] [--json FILE]
+
+Trials are split over the four arms of the levels ablation (plus 3 confirm seeds per arm);
+every evaluation has 19 per-class IoUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from reports.build import build
+from study.export import export
+from study.fabricate import ARMS, fabricate
+
+
+def measure(trials: int, evals: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "scale"
+        fabricate(root, trials_per_arm=max(1, trials // len(ARMS)), evals=evals)
+        start = time.perf_counter()
+        counts = export(root)
+        exported = time.perf_counter()
+        report = build(root)
+        built = time.perf_counter()
+        return {
+            "trials": counts["trials"], "eval_rows": counts["evals"],
+            "class_iou_rows": counts["class_iou"],
+            "export_seconds": round(exported - start, 2),
+            "report_seconds": round(built - exported, 2),
+            "total_seconds": round(built - start, 2),
+            "html_mb": round(report.stat().st_size / 1e6, 2),
+        }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--evals", type=int, default=30)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = measure(args.trials, args.evals)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
