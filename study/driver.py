@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,8 @@ def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None
         kwargs["_node_ip_address"] = node_ip
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=spec.ray.num_cpus, **kwargs)
+    else:  # "local": never attach to a cluster that `ray start` left behind on this machine
+        ray.init(address="local", num_cpus=spec.ray.num_cpus, **kwargs)
 
 
 def gpus_per_trial(spec: StudySpec) -> float:
@@ -162,7 +163,14 @@ def confirm_plan(
     if paths.confirm_plan.exists():
         return json.loads(paths.confirm_plan.read_text())
     cases = []
-    for arm, grid in grids.items():
+
+    # Most expensive arms first (multi-level, then adversarial), so no long trial runs alone
+    # at the end while the other slots idle.
+    def cost(arm: str) -> tuple[bool, bool]:
+        cfg = arm_config(spec, arm)
+        return (not cfg.multi_level, not cfg.use_target)
+
+    for arm, grid in sorted(grids.items(), key=lambda item: cost(item[0])):
         for rank, params in enumerate(pick_top(spec, arm, grid)):
             for seed in spec.confirm.seeds:
                 cases.append(
@@ -273,6 +281,16 @@ def export_tables(paths: StudyPaths) -> None:
         log.info("tables: %s", counts)
 
 
+def install_sigterm() -> None:
+    """Ray exits on SIGTERM without a final experiment snapshot; turn SIGTERM into SIGINT, which
+    Tune handles gracefully. Installed after ``ray.init``, whose own handler it replaces."""
+
+    def forward(signum: int, frame: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+
+
 def run_study(
     spec: StudySpec,
     paths: StudyPaths,
@@ -281,6 +299,7 @@ def run_study(
     node_ip: str | None,
 ) -> dict[str, Any]:
     start_ray(spec, address, node_ip)
+    install_sigterm()
     try:
         gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
         paths.root.mkdir(parents=True, exist_ok=True)

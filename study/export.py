@@ -178,17 +178,31 @@ class Tables:
             "compute_seconds": _finite(last.get("compute_seconds")),
             "config": json.dumps(config, sort_keys=True), "code_version": self.code_version,
         }  # fmt: skip
-        for name in self.space:
-            out[name] = config.get(name)
+        for name, dist in self.space.items():
+            value = config.get(name)
+            out[name] = (
+                str(value) if value is not None and _column_type(dist) == pa.string() else value
+            )
         return out
 
     def trial_schema(self) -> pa.Schema:
-        extra = [(name, KIND_TYPES[_kind(dist)]) for name, dist in self.space.items()]
+        extra = [(name, _column_type(dist)) for name, dist in self.space.items()]
         return _schema(TRIAL_FIELDS + extra)
 
 
-def _kind(dist: dict) -> str:
-    return next(k for k in KIND_TYPES if dist.get(k) is not None)
+def _column_type(dist: dict) -> pa.DataType:
+    """float64 / int64 for ranges; for categorical choices the type they share, else string."""
+    kind = next(k for k in KIND_TYPES if dist.get(k) is not None)
+    if kind != "categorical":
+        return KIND_TYPES[kind]
+    choices = dist["categorical"]
+    if all(isinstance(c, bool) for c in choices):
+        return pa.bool_()
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+        return pa.int64()
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices):
+        return pa.float64()
+    return pa.string()
 
 
 def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:

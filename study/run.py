@@ -16,9 +16,7 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,15 +96,6 @@ def check_data(spec: StudySpec, generate: bool) -> None:
         build_datasets(arm_config(spec, arm), eval_parts=["select", "report"])
 
 
-def _install_sigterm() -> None:
-    """Ray exits on SIGTERM without a final snapshot; turn it into Tune's graceful stop."""
-
-    def forward(signum: int, frame: Any) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, forward)
-
-
 def resume_command(argv: list[str]) -> str:
     args = [a for a in argv if a != "--fresh"]
     return " ".join(["python -m study.run", *map(shlex.quote, args)])
@@ -133,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.fresh and (moved := move_aside(paths)) is not None:
             print(f"moved the old study to {moved}", file=sys.stderr)
-        _install_sigterm()
         summary = run_study(spec, paths, resolved, args.address, args.node_ip_address)
     except (SpecError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ def tiny_spec(bench: Path, **sections) -> dict:
         "ray": {"num_cpus": 2},
     }  # fmt: skip
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+        if isinstance(value, dict) and isinstance(spec.get(key), dict) and key != "arms":
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value

@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from study_helpers import ray_env, run_study, tiny_spec, write_spec
@@ -63,6 +65,9 @@ def cluster():
             except ProcessLookupError:
                 pass
         time.sleep(1)
+        marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if marker.is_file() and marker.read_text().strip() == f"{HEAD}:{port}":
+            marker.unlink()
 
 
 @pytest.mark.slow
