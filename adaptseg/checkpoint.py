@@ -62,12 +62,24 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def load_latest(directory: str | Path) -> tuple[dict[str, Any], Path] | None:
-    """The newest readable checkpoint in ``directory``; a corrupt one falls back with a warning."""
-    for path in checkpoint_files(directory):
+    """The newest readable checkpoint in ``directory``; a corrupt one falls back with a warning.
+
+    Returns None when there is no checkpoint at all.
+
+    Raises:
+        CheckpointError: checkpoints exist but none is readable (never silently start over).
+    """
+    files = checkpoint_files(directory)
+    for path in files:
         try:
             return load_state(path), path
         except CheckpointError as exc:
             log.warning("%s; falling back to the previous checkpoint", exc)
+    if files:
+        raise CheckpointError(
+            f"{directory}: none of the {len(files)} checkpoints is readable; "
+            "move them aside to start over"
+        )
     return None
 
 

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -68,6 +69,18 @@ def check_unchanged(paths: StudyPaths, resolved: dict[str, Any], origin: str) ->
         )
 
 
+def check_writable(paths: StudyPaths, origin: str) -> None:
+    """The study directory must be creatable: checked before anything is written or started."""
+    existing = paths.root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"{origin}: cannot write the study directory {paths.root} "
+            f"({existing} is not a writable folder); choose another --results"
+        )
+
+
 def move_aside(paths: StudyPaths) -> Path | None:
     if not paths.root.exists():
         return None
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.study, args.overrides)
         paths = StudyPaths.for_spec(spec, args.results)
         resolved = spec.model_dump(mode="json")
+        check_writable(paths, str(args.study))
         if not args.fresh:
             check_unchanged(paths, resolved, str(args.study))
         try:

@@ -47,3 +47,15 @@ def test_complete_trainer_state_loads_with_weights_only(tmp_path):
     } <= set(state)
     assert state["streams"]["source"] == {"epoch": 0, "consumed": 1}
     assert state["config"]["backbone"] == "small"
+
+
+def test_only_corrupt_checkpoints_is_an_error_not_a_silent_restart(tmp_path):
+    import pytest
+
+    from adaptseg.checkpoint import CheckpointError
+
+    path = save_checkpoint({"step": 10}, tmp_path, keep=3)
+    path.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(CheckpointError, match="none of the 1 checkpoints is readable"):
+        load_latest(tmp_path)
+    assert load_latest(tmp_path / "empty") is None

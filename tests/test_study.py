@@ -253,3 +253,43 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
     (rows,) = experiment_trials(experiment)
     restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
     assert rows[restart]["step"] > 6 and rows[-1]["step"] == 60
+
+
+def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench):
+    spec = tiny_spec(bench)
+    spec_path = write_spec(tmp_path, spec)
+    study_dir = tmp_path / "results" / "tiny"
+    study_dir.mkdir(parents=True)
+    import yaml as _yaml
+
+    from study.spec import load_spec
+
+    old = load_spec(spec_path, ["search.num_samples=5"]).model_dump(mode="json")
+    (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
+    from study.run import main as run_main
+
+    assert run_main([str(spec_path), "--results", str(tmp_path / "results"), "--dry-run"]) == 2
+    assert (
+        run_main([str(spec_path), "--results", str(tmp_path / "results"), "--dry-run", "--fresh"])
+        == 0
+    )
+    assert (study_dir / "study.yaml").exists()  # a dry run moves nothing
+
+
+def test_changed_spec_message(tmp_path, bench, capsys):
+    spec_path = write_spec(tmp_path, tiny_spec(bench))
+    study_dir = tmp_path / "results" / "tiny"
+    study_dir.mkdir(parents=True)
+    import yaml as _yaml
+
+    from study.run import main as run_main
+    from study.spec import load_spec
+
+    old = load_spec(spec_path, ["search.num_samples=5", "train.lr=0.01"]).model_dump(mode="json")
+    (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
+    assert run_main([str(spec_path), "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"error: {spec_path}: the study in {study_dir} was started with other values for "
+        "search.num_samples, train.lr; rerun with --fresh to start over (the old one is kept)"
+    )

@@ -77,3 +77,31 @@ def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path):
         f"error: {config}: unknown key `lambda_adv_mian` (did you mean `lambda_adv_main`?)"
     )
     assert not out.exists()
+
+
+def test_truncated_only_checkpoint_exits_2_with_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = str(write_config(tmp_path))
+    assert (
+        main(
+            [
+                "--config",
+                config,
+                "--out",
+                str(out),
+                "--set",
+                "num_steps=2",
+                "--set",
+                "eval_every=2",
+            ]
+        )
+        == 0
+    )
+    for path in (out / "checkpoints").iterdir():
+        path.write_bytes(path.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["--config", config, "--out", str(out), "--set", "num_steps=4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"error: {out / 'checkpoints'}: none of the 1 checkpoints is readable"
+    )
