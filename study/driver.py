@@ -23,7 +23,13 @@ from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.fileio import atomic_write_text
 from study.export import export
-from study.plan import CONFIRM_EXPERIMENT, Interrupted, StudyPaths, search_experiment
+from study.plan import (
+    CONFIRM_EXPERIMENT,
+    Interrupted,
+    StudyIncomplete,
+    StudyPaths,
+    search_experiment,
+)
 from study.search import make_search
 from study.spec import SpecError, StudySpec, arm_config
 from study.trainable import train_trial
@@ -211,6 +217,25 @@ def run_confirm(
     return _fit(paths.experiment(CONFIRM_EXPERIMENT), trainable, new)
 
 
+def check_confirm_complete(grid: tune.ResultGrid | None, cases: list[dict]) -> None:
+    """Every planned confirm trial must have finished: never report an ablation with holes."""
+    if grid is None:
+        return
+    done = []
+    for result in grid:
+        case = (result.config or {}).get("case")
+        if result.error is None and case is not None:
+            done.append((case["arm"], case["rank"], case["seed"]))
+    planned = [(c["arm"], c["rank"], c["seed"]) for c in cases]
+    missing = [p for p in planned if p not in done]
+    if missing:
+        shown = ", ".join(f"{arm} rank {rank} seed {seed}" for arm, rank, seed in missing)
+        raise StudyIncomplete(
+            f"confirm stage incomplete: {len(planned) - len(missing)} of {len(planned)} planned "
+            f"trials finished; missing: {shown}"
+        )
+
+
 def summarise(grid: tune.ResultGrid | None) -> dict[str, Any]:
     """Per arm: confirm-stage report-split mIoU of the best-on-select model over seeds."""
     if grid is None:
@@ -313,6 +338,7 @@ def run_study(
         write_best_configs(spec, paths, cases)
         confirm = run_confirm(spec, paths, cases, gpus) if cases else None
         export_tables(paths)
+        check_confirm_complete(confirm, cases)
         if paths.storage is None:
             from reports.build import build
 

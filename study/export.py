@@ -89,10 +89,15 @@ def read_rows(trial_dir: Path) -> list[dict[str, Any]]:
 
 def experiment_trials(experiment: Path) -> list[dict[str, Any]]:
     """Trial records (id, status, config, folder, error) from the newest experiment snapshot."""
-    snapshots = sorted(glob.glob(str(experiment / "experiment_state-*.json")))
-    if not snapshots:
+    state = None
+    for snapshot in sorted(glob.glob(str(experiment / "experiment_state-*.json")), reverse=True):
+        try:  # a kill -9 can leave the newest snapshot empty: take the newest readable one
+            state = json.loads(Path(snapshot).read_text())
+            break
+        except (OSError, json.JSONDecodeError):
+            continue
+    if state is None:
         return []
-    state = json.loads(Path(snapshots[-1]).read_text())
     trials = []
     for trial_json, runtime_json in state.get("trial_data", []):
         trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json

@@ -13,6 +13,10 @@ class Interrupted(Exception):
     """The study was stopped by a signal; running the same command resumes it."""
 
 
+class StudyIncomplete(Exception):
+    """Ray Tune finished but planned trials are missing or errored (exit 1, not 0)."""
+
+
 @dataclass(frozen=True)
 class StudyPaths:
     """The local study directory; Ray's experiments live there too unless ``storage`` names a

@@ -7,7 +7,8 @@ For each arm a search stage (OptunaSearch + ASHA, ``search.num_samples`` trials)
 confirm stage that re-runs each arm's top ``confirm.top_k`` configs on the ``confirm.seeds`` at
 full budget. The study directory ``<results>/<name>/`` holds the resolved spec, the Optuna
 SQLite database, Ray Tune's experiments and the best config of each arm. Running the same
-command again resumes. Exit codes: 0 done, 2 bad input, 130 interrupted (resumable).
+command again resumes. Exit codes: 0 done, 1 incomplete (planned confirm trials missing or
+errored), 2 bad input, 130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import yaml
 
 from adaptseg.config import ConfigError, changed_keys, parse_size
 from adaptseg.data.preprocess import DataError
-from study.plan import Interrupted, StudyPaths, describe_plan, flatten
+from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, flatten
 from study.spec import SpecError, StudySpec, arm_config, load_spec
 
 log = logging.getLogger("study.run")
-EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
 
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StudyIncomplete as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED

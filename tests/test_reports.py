@@ -136,3 +136,12 @@ def test_report_renders_in_a_real_browser_offline(study, tmp_path):
     assert len(figures) >= 6
     for figure_id, rendered, height, svgs in figures:
         assert rendered and height > 100 and svgs > 0, figure_id
+
+
+def test_an_empty_newest_snapshot_left_by_kill_9_is_skipped(tmp_path):
+    root = tmp_path / "killed"
+    fabricate(root, trials_per_arm=2, evals=2)
+    expected = export(root)
+    for experiment in (root / "ray").iterdir():
+        (experiment / "experiment_state-2099-01-01_00-00-00.json").write_text("")
+    assert export(root) == expected
