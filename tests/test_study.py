@@ -145,6 +145,20 @@ def test_quickstart_dry_run_prints_the_plan(tmp_path):
     assert "arm multi_level: search" in result.stdout and "total: 20 trials" in result.stdout
 
 
+def start_until_checkpoint(spec_path: Path, results: Path) -> tuple[subprocess.Popen, Path]:
+    """Start a one-arm study and return once its trial has written its second checkpoint."""
+    driver = subprocess.Popen(
+        study_command(spec_path, results), env=ray_env(), cwd=spec_path.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    experiment = results / "tiny" / "ray" / "search-source_only"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
+        time.sleep(0.2)
+    assert list(experiment.glob("*/checkpoint_000001")), "no checkpoint appeared"
+    return driver, experiment
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, stop):
@@ -158,15 +172,7 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, sto
     )
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
-    driver = subprocess.Popen(
-        study_command(spec_path, results), env=ray_env(), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    experiment = results / "tiny" / "ray" / "search-source_only"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
-        time.sleep(0.2)
-    assert list(experiment.glob("*/checkpoint_000001")), "no checkpoint appeared"
+    driver, experiment = start_until_checkpoint(spec_path, results)
     driver.send_signal(stop)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 130, err[-3000:]
@@ -236,14 +242,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
     )
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
-    driver = subprocess.Popen(
-        study_command(spec_path, results), env=ray_env(), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    experiment = results / "tiny" / "ray" / "search-source_only"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
-        time.sleep(0.2)
+    driver, experiment = start_until_checkpoint(spec_path, results)
     before = worker_pids()
     assert before, "no trial worker found"
     for pid in before:

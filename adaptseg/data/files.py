@@ -162,30 +162,29 @@ def _pair(images: list[Path], label_for, what: str, folder: Path) -> list[Sample
     return samples
 
 
+def _flat_samples(
+    root: str | Path, what: str, images: str, labels: str, list_file: str | Path | None
+) -> list[Sample]:
+    """Layouts with every image in one folder and its label under the same name in another."""
+    root = _root(root, what)
+    images_dir = root / images
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: {what} {images} folder does not exist")
+    if list_file is not None:
+        found = [images_dir / name for name in _names_from_list(list_file)]
+    else:
+        found = sorted(images_dir.glob("*.png"))
+    return _pair(found, lambda p: root / labels / p.name, what, images_dir)
+
+
 def gta5_samples(root: str | Path, list_file: str | Path | None = None) -> list[Sample]:
     """``root/images/<name>`` with ``root/labels/<name>`` (Cityscapes label ids)."""
-    root = _root(root, "GTA5")
-    images_dir = root / "images"
-    if not images_dir.is_dir():
-        raise DataError(f"{images_dir}: GTA5 images folder does not exist")
-    if list_file is not None:
-        images = [images_dir / name for name in _names_from_list(list_file)]
-    else:
-        images = sorted(images_dir.glob("*.png"))
-    return _pair(images, lambda p: root / "labels" / p.name, "GTA5", images_dir)
+    return _flat_samples(root, "GTA5", "images", "labels", list_file)
 
 
 def synthia_samples(root: str | Path, list_file: str | Path | None = None) -> list[Sample]:
     """SYNTHIA-RAND-CITYSCAPES: ``root/RGB/<name>`` with ``root/GT/LABELS/<name>``."""
-    root = _root(root, "SYNTHIA")
-    images_dir = root / "RGB"
-    if not images_dir.is_dir():
-        raise DataError(f"{images_dir}: SYNTHIA RGB folder does not exist")
-    if list_file is not None:
-        images = [images_dir / name for name in _names_from_list(list_file)]
-    else:
-        images = sorted(images_dir.glob("*.png"))
-    return _pair(images, lambda p: root / "GT" / "LABELS" / p.name, "SYNTHIA", images_dir)
+    return _flat_samples(root, "SYNTHIA", "RGB", "GT/LABELS", list_file)
 
 
 def cityscapes_label_path(root: Path, image: Path) -> Path:
