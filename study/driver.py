@@ -197,51 +197,72 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
         atomic_write_text(paths.best_configs / f"{case['arm']}.yaml", text)
 
 
+CONFIRM_ATTEMPTS = 3
+
+
+def _planned(case: dict) -> tuple[str, int, int]:
+    return case["arm"], case["rank"], case["seed"]
+
+
+def _finished_cases(grids: list[tune.ResultGrid]) -> set[tuple[str, int, int]]:
+    done = set()
+    for grid in grids:
+        for result in grid:
+            case = (result.config or {}).get("case")
+            if result.error is None and case is not None:
+                done.add(_planned(case))
+    return done
+
+
 def run_confirm(
     spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float
-) -> tune.ResultGrid:
+) -> list[tune.ResultGrid]:
+    """The confirm cases as a grid. A kill -9 just after Tune created the grid can leave an
+    experiment that restores with fewer trials than planned (one trial recorded without its
+    config, the other variants never created); the cases still missing then run in a further
+    experiment (``confirm-2``, ``confirm-3``), so every planned case runs exactly once."""
     trainable = _trainable(spec, gpus)
+    grids: list[tune.ResultGrid] = []
+    for attempt in range(CONFIRM_ATTEMPTS):
+        name = CONFIRM_EXPERIMENT if attempt == 0 else f"{CONFIRM_EXPERIMENT}-{attempt + 1}"
+        missing = [c for c in cases if _planned(c) not in _finished_cases(grids)]
+        if attempt and not missing and not tune.Tuner.can_restore(paths.experiment(name)):
+            break
 
-    def new() -> tune.Tuner:
-        return tune.Tuner(
-            trainable,
-            param_space={"case": tune.grid_search(cases)},
-            tune_config=tune.TuneConfig(
-                num_samples=1,
-                max_concurrent_trials=spec.resources.max_concurrent_trials,
-                reuse_actors=True,
-            ),
-            run_config=_run_config(spec, paths, CONFIRM_EXPERIMENT),
-        )
+        def new(todo: list[dict] = missing, name: str = name) -> tune.Tuner:
+            return tune.Tuner(
+                trainable,
+                param_space={"case": tune.grid_search(todo)},
+                tune_config=tune.TuneConfig(
+                    num_samples=1,
+                    max_concurrent_trials=spec.resources.max_concurrent_trials,
+                    reuse_actors=True,
+                ),
+                run_config=_run_config(spec, paths, name),
+            )
 
-    return _fit(paths.experiment(CONFIRM_EXPERIMENT), trainable, new)
+        grids.append(_fit(paths.experiment(name), trainable, new))
+    return grids
 
 
-def check_confirm_complete(grid: tune.ResultGrid | None, cases: list[dict]) -> None:
+def check_confirm_complete(grids: list[tune.ResultGrid], cases: list[dict]) -> None:
     """Every planned confirm trial must have finished: never report an ablation with holes."""
-    if grid is None:
-        return
-    done = []
-    for result in grid:
-        case = (result.config or {}).get("case")
-        if result.error is None and case is not None:
-            done.append((case["arm"], case["rank"], case["seed"]))
-    planned = [(c["arm"], c["rank"], c["seed"]) for c in cases]
-    missing = [p for p in planned if p not in done]
+    done = _finished_cases(grids)
+    missing = [_planned(c) for c in cases if _planned(c) not in done]
     if missing:
         shown = ", ".join(f"{arm} rank {rank} seed {seed}" for arm, rank, seed in missing)
         raise StudyIncomplete(
-            f"confirm stage incomplete: {len(planned) - len(missing)} of {len(planned)} planned "
+            f"confirm stage incomplete: {len(cases) - len(missing)} of {len(cases)} planned "
             f"trials finished; missing: {shown}"
         )
 
 
-def summarise(grid: tune.ResultGrid | None) -> dict[str, Any]:
+def summarise(grids: list[tune.ResultGrid]) -> dict[str, Any]:
     """Per arm: confirm-stage report-split mIoU of the best-on-select model over seeds."""
-    if grid is None:
-        return {}
     per_arm: dict[str, list[float]] = {}
-    for result in grid:
+    for result in (r for grid in grids for r in grid):
+        if "case" not in (result.config or {}):
+            continue
         if result.error is not None or result.metrics_dataframe is None:
             continue
         rows = result.metrics_dataframe
@@ -336,7 +357,7 @@ def run_study(
             export_tables(paths)
         cases = confirm_plan(spec, paths, grids)
         write_best_configs(spec, paths, cases)
-        confirm = run_confirm(spec, paths, cases, gpus) if cases else None
+        confirm = run_confirm(spec, paths, cases, gpus) if cases else []
         export_tables(paths)
         check_confirm_complete(confirm, cases)
         if paths.storage is None:

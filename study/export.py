@@ -236,6 +236,8 @@ def export(study_dir: Path) -> dict[str, int]:
     for experiment in sorted(experiments.iterdir()) if experiments.is_dir() else []:
         for trial in experiment_trials(experiment):
             config = {**trial["config"].get("case", {}), **trial["config"]}
+            if "arm" not in config:
+                continue  # recorded by Tune without its config (kill -9): it never trained
             tables.add(experiment.name, trial, max_steps.get(config.get("arm"), 0))
     out = study_dir / "tables"
     write_table(tables.trials, tables.trial_schema(), out / "trials.parquet")

@@ -95,6 +95,11 @@ def _final_report_split(trainer: Trainer, best: dict[str, Any], base: dict[str, 
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """The Ray Tune function trainable (a confirm trial's config sits under ``case``)."""
     config = {**config.get("case", {}), **{k: v for k, v in config.items() if k != "case"}}
+    if "arm" not in config:
+        raise ValueError(
+            "this trial has no arm in its config: Ray Tune recorded it without its config "
+            "(a kill -9 just after the trial was created); its case runs in a later experiment"
+        )
     study = StudySpec(**spec)
     cfg = trial_config(study, config)
     stage = config.get("stage", "search")

@@ -1,0 +1,113 @@
+"""kill -9 of the driver's process group during the search, between the stages and during the
+confirm stage; each time the same command is run again. Nothing may be lost or done twice,
+and the confirm results must equal those of an uninterrupted run (one trial at a time, no
+ASHA, deterministic mode: otherwise which trials stop depends on timing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from study_helpers import ray_env, run_study, study_command, tiny_spec, write_spec
+from test_cluster import ray_pids
+from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
+
+
+def chaos_spec(benchmark: Path) -> dict:
+    return tiny_spec(
+        benchmark,
+        train={"num_steps": 24, "schedule_steps": 24, "eval_every": 4, "deterministic": True},
+        search={"num_samples": 2, "sampler": {"kind": "tpe", "seed": 0, "n_startup_trials": 1}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 1, "seeds": [0, 1]},
+        resources={"cpus_per_trial": 1, "max_concurrent_trials": 1},
+    )
+
+
+def kill_hard(driver: subprocess.Popen, before: set[int]) -> None:
+    """SIGKILL the driver's process group, then the Ray processes it started (Ray's workers
+    sit in their own process groups and would run on for a minute)."""
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    for pid in ray_pids() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(1)
+
+
+def wait_for(condition, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("the moment to kill never came")
+
+
+def checkpoints(root: Path, experiment_glob: str) -> list[Path]:
+    return list((root / "ray").glob(f"{experiment_glob}/*/checkpoint_000001"))
+
+
+@pytest.mark.slow
+def test_kill_9_three_times_loses_nothing_and_changes_nothing(tmp_path, bench):  # noqa: F811
+    reference_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
+    for folder in (reference_dir, chaos_dir):
+        folder.mkdir()
+        write_spec(folder, chaos_spec(bench))
+    reference = run_study(reference_dir / "study.yaml", reference_dir / "results")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    root = chaos_dir / "results" / "tiny"
+    moments = [
+        lambda: bool(checkpoints(root, "search-source_only")),
+        lambda: (root / "confirm_plan.json").exists(),
+        lambda: bool(checkpoints(root, "confirm*")),
+    ]
+    before = ray_pids()
+    kills = 0
+    for moment in moments:
+        driver = subprocess.Popen(
+            study_command(chaos_dir / "study.yaml", chaos_dir / "results"), env=ray_env(),
+            cwd=chaos_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(lambda m=moment, d=driver: m() or d.poll() is not None)
+        finally:
+            if driver.poll() is None:
+                kill_hard(driver, before)
+                kills += 1
+    assert kills == 3, "the study finished before a kill"
+    final = run_study(chaos_dir / "study.yaml", chaos_dir / "results")
+    assert final.returncode == 0, final.stderr[-3000:]
+
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    assert len(trials) == 2 * 2 + 2 * 2 and trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").all(), trials[["arm", "stage", "status"]]
+    evals = pd.read_parquet(root / "tables" / "evals.parquet")
+    assert not evals.duplicated(["trial_id", "step", "split", "model"]).any()
+    resumed_at = []
+    for result in (root / "ray").glob("*/*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        finished = [i for i, r in enumerate(rows) if r["step"] == 24]
+        restarts = [i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1]
+        assert not [i for i in restarts if finished and i > finished[0]], (
+            "a finished trial ran again"
+        )
+        resumed_at += [rows[i]["step"] for i in restarts]
+    assert resumed_at and min(resumed_at) > 4, f"resumed at steps {resumed_at}"
+
+    def confirm(directory: Path) -> dict:
+        table = pd.read_parquet(directory / "tables" / "trials.parquet")
+        rows = table[table["stage"] == "confirm"]
+        return {(r.arm, r.seed): r.report_miou_best_on_select for r in rows.itertuples()}
+
+    assert confirm(root) == confirm(reference_dir / "results" / "tiny")
