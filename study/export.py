@@ -118,8 +118,8 @@ def experiment_trials(experiment: Path) -> list[dict[str, Any]]:
 
 def trial_status(ray_status: str, rows: list[dict[str, Any]], max_steps: int) -> str:
     """completed | early_stopped | diverged | errored | running."""
-    if rows and rows[-1].get("status") == "diverged":
-        return "diverged"
+    if rows and rows[-1].get("status") in ("diverged", "errored"):
+        return rows[-1]["status"]  # reported by the trial itself (NaN loss, CUDA OOM)
     if ray_status == "ERROR":
         return "errored"
     if ray_status != "TERMINATED":
@@ -170,7 +170,8 @@ class Tables:
             r.get("model"): _finite(r.get("miou")) for r in rows if r.get("split") == "report"
         }
         last = rows[-1] if rows else {}
-        error = trial["error"] or (last.get("error") if last.get("status") == "diverged" else None)
+        reported = last.get("error") if last.get("status") in ("diverged", "errored") else None
+        error = trial["error"] or reported
         out = {
             **base, "experiment": experiment, "rank": _int(config.get("rank")),
             "status": trial_status(trial["status"], rows, max_steps), "error": error,

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import tune
 
 from adaptseg.checkpoint import atomic_torch_save, load_state
@@ -26,6 +27,7 @@ from study.spec import StudySpec, arm_config
 
 CHECKPOINT_FILE = "trainer.pt"
 STATUS_DIVERGED = "diverged"
+STATUS_ERRORED = "errored"
 
 
 def trial_config(spec: StudySpec, config: dict[str, Any]) -> TrainConfig:
@@ -118,6 +120,14 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
         except NonFiniteLossError as exc:
             tune.report({**base, "step": trainer.step_count, "split": "select", "miou": math.nan,
                          "status": STATUS_DIVERGED, "error": str(exc), **exc.losses})  # fmt: skip
+            return
+        except torch.OutOfMemoryError as exc:
+            # Retrying cannot help (the same config asks for the same memory): end the trial as
+            # errored instead of raising, which would burn Ray's retries.
+            asked = str(exc).strip().splitlines()[0]
+            message = f"CUDA out of memory at step {trainer.step_count}: {asked}"
+            tune.report({**base, "step": trainer.step_count, "split": "select", "miou": math.nan,
+                         "status": STATUS_ERRORED, "error": message})  # fmt: skip
             return
         step = trainer.step_count
         if step % cfg.eval_every and step != cfg.num_steps:
