@@ -59,14 +59,6 @@ class StudyPaths:
         return self.root / "provenance.json"
 
     @property
-    def tables(self) -> Path:
-        return self.root / "tables"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
     def summary(self) -> Path:
         return self.root / "summary.json"
 
