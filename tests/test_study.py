@@ -145,6 +145,19 @@ def test_quickstart_dry_run_prints_the_plan(tmp_path):
     assert "arm multi_level: search" in result.stdout and "total: 20 trials" in result.stdout
 
 
+def one_long_trial(bench: Path, **extra) -> dict:
+    """One source-only trial of 60 steps, a checkpoint every 6, no ASHA, no confirm stage."""
+    return tiny_spec(
+        bench,
+        train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 1, "space": {}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 0, "seeds": [0]},
+        **extra,
+    )
+
+
 def start_until_checkpoint(spec_path: Path, results: Path) -> tuple[subprocess.Popen, Path]:
     """Start a one-arm study and return once its trial has written its second checkpoint."""
     driver = subprocess.Popen(
@@ -162,14 +175,7 @@ def start_until_checkpoint(spec_path: Path, results: Path) -> tuple[subprocess.P
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, stop):
-    spec = tiny_spec(
-        bench,
-        train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
-        arms={"source_only": {"use_target": False, "multi_level": False}},
-        search={"num_samples": 1, "space": {}},
-        scheduler={"kind": "none"},
-        confirm={"top_k": 0, "seeds": [0]},
-    )
+    spec = one_long_trial(bench)
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
     driver, experiment = start_until_checkpoint(spec_path, results)
@@ -231,15 +237,7 @@ def worker_pids() -> list[int]:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
-    spec = tiny_spec(
-        bench,
-        train={"num_steps": 60, "schedule_steps": 60, "eval_every": 6},
-        arms={"source_only": {"use_target": False, "multi_level": False}},
-        search={"num_samples": 1, "space": {}},
-        scheduler={"kind": "none"},
-        confirm={"top_k": 0, "seeds": [0]},
-        max_failures=1,
-    )
+    spec = one_long_trial(bench, max_failures=1)
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
     driver, experiment = start_until_checkpoint(spec_path, results)
