@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.fileio import atomic_write_text
 from study.export import export
+from study.outcomes import load_errored, update_errored
 from study.plan import (
     CONFIRM_EXPERIMENT,
     Interrupted,
@@ -71,6 +72,31 @@ def gpus_per_trial(spec: StudySpec) -> float:
     return float(wanted)
 
 
+def _last_error_line(trial: Any) -> str:
+    try:
+        lines = Path(trial.error_file).read_text().strip().splitlines()
+        return lines[-1][:500] if lines else "error (no message)"
+    except (OSError, AttributeError, TypeError):
+        return "error (no message)"
+
+
+class ErroredTrials(tune.Callback):
+    """Records the trials Tune stops with an error (retries used up), forgets restarted ones."""
+
+    def __init__(self, study_dir: str, experiment: str) -> None:
+        self.study_dir, self.experiment = study_dir, experiment
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = _last_error_line(trial)
+        update_errored(Path(self.study_dir), self.experiment, trial.trial_id, error)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
+
+
 def _trainable(spec: StudySpec, gpus: float) -> Any:
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}
     return tune.with_resources(
@@ -84,12 +110,14 @@ def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig
         storage_path=paths.experiments,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        callbacks=[ErroredTrials(str(paths.root), name)],
         verbose=1,
     )
 
 
-def _fit(path: str, trainable: Any, make_tuner) -> tune.ResultGrid:
+def _fit(paths: StudyPaths, name: str, trainable: Any, make_tuner) -> tune.ResultGrid:
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
+    path = paths.experiment(name)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -97,7 +125,11 @@ def _fit(path: str, trainable: Any, make_tuner) -> tune.ResultGrid:
     else:
         tuner = make_tuner()
     grid = tuner.fit()
-    statuses = [t.status for t in tune.ExperimentAnalysis(path).trials]
+    errored = load_errored(paths.root).get(name, {})
+    statuses = [
+        "ERROR" if t.trial_id in errored and t.status != "TERMINATED" else t.status
+        for t in tune.ExperimentAnalysis(path).trials
+    ]
     if any(status not in FINISHED for status in statuses):
         raise Interrupted(path)
     return grid
@@ -107,7 +139,6 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tun
     cfg = arm_config(spec, arm)
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
-    path = paths.experiment(search_experiment(arm))
 
     def new() -> tune.Tuner:
         scheduler = None
@@ -132,7 +163,7 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tun
             run_config=_run_config(spec, paths, search_experiment(arm)),
         )
 
-    return _fit(path, trainable, new)
+    return _fit(paths, search_experiment(arm), trainable, new)
 
 
 def _sampled(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
@@ -241,7 +272,7 @@ def run_confirm(
                 run_config=_run_config(spec, paths, name),
             )
 
-        grids.append(_fit(paths.experiment(name), trainable, new))
+        grids.append(_fit(paths, name, trainable, new))
     return grids
 
 
@@ -325,6 +356,12 @@ def export_tables(paths: StudyPaths) -> None:
     if paths.storage is None:
         counts = export(paths.root)
         log.info("tables: %s", counts)
+        if counts["errored"]:
+            log.warning(
+                "%d trial(s) errored (reason in the error column of %s); running the same "
+                "command again retries them from their last checkpoint",
+                counts["errored"], paths.root / "tables" / "trials.parquet",
+            )  # fmt: skip
 
 
 def install_sigterm() -> None:

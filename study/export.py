@@ -23,6 +23,7 @@ import yaml
 
 from adaptseg.evaluation import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
+from study.outcomes import load_errored
 
 SCHEMA_VERSION = "1"
 LOSSES = (
@@ -87,8 +88,12 @@ def read_rows(trial_dir: Path) -> list[dict[str, Any]]:
     )
 
 
-def experiment_trials(experiment: Path) -> list[dict[str, Any]]:
-    """Trial records (id, status, config, folder, error) from the newest experiment snapshot."""
+def experiment_trials(
+    experiment: Path, errored: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Trial records (id, status, config, folder, error) from the newest experiment snapshot;
+    ``errored`` (study/outcomes.py) overrides a stale RUNNING status of a trial Tune gave up on."""
+    errored = errored or {}
     state = None
     for snapshot in sorted(glob.glob(str(experiment / "experiment_state-*.json")), reverse=True):
         try:  # a kill -9 can leave the newest snapshot empty: take the newest readable one
@@ -109,8 +114,11 @@ def experiment_trials(experiment: Path) -> list[dict[str, Any]]:
                 error = candidate.read_text().strip().splitlines()[-1][:500]
                 break
         folder = experiment / trial.get("relative_logdir", "")
+        status = trial["status"]
+        if trial["trial_id"] in errored and status != "TERMINATED":
+            status, error = "ERROR", error or errored[trial["trial_id"]]
         trials.append({
-            "trial_id": trial["trial_id"], "status": trial["status"],
+            "trial_id": trial["trial_id"], "status": status,
             "config": trial.get("config") or {}, "dir": folder, "error": error,
         })  # fmt: skip
     return trials
@@ -223,7 +231,8 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
 
 
 def export(study_dir: Path) -> dict[str, int]:
-    """Write ``tables/{trials,evals,class_iou}.parquet``; returns the row counts."""
+    """Write ``tables/{trials,evals,class_iou}.parquet``; returns the row counts (and how many
+    trials errored)."""
     spec = yaml.safe_load((study_dir / "study.yaml").read_text())
     provenance_file = study_dir / "provenance.json"
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
@@ -234,8 +243,9 @@ def export(study_dir: Path) -> dict[str, int]:
     )
     max_steps = {arm: _arm_steps(spec, arm) for arm in spec["arms"]}
     experiments = study_dir / "ray"
+    errored = load_errored(study_dir)
     for experiment in sorted(experiments.iterdir()) if experiments.is_dir() else []:
-        for trial in experiment_trials(experiment):
+        for trial in experiment_trials(experiment, errored.get(experiment.name)):
             config = {**trial["config"].get("case", {}), **trial["config"]}
             if "arm" not in config:
                 continue  # recorded by Tune without its config (kill -9): it never trained
@@ -248,6 +258,7 @@ def export(study_dir: Path) -> dict[str, int]:
         "trials": len(tables.trials),
         "evals": len(tables.evals),
         "class_iou": len(tables.classes),
+        "errored": sum(row["status"] == "errored" for row in tables.trials),
     }
 
 

@@ -167,6 +167,8 @@ def start_until_checkpoint(spec_path: Path, results: Path) -> tuple[subprocess.P
     experiment = results / "tiny" / "ray" / "search-source_only"
     deadline = time.time() + 300
     while time.time() < deadline and not list(experiment.glob("*/checkpoint_000001")):
+        if driver.poll() is not None:
+            raise AssertionError(f"the study exited early: {driver.communicate()[1][-3000:]}")
         time.sleep(0.2)
     assert list(experiment.glob("*/checkpoint_000001")), "no checkpoint appeared"
     return driver, experiment
@@ -250,6 +252,27 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
     (rows,) = experiment_trials(experiment)
     restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
     assert rows[restart]["step"] > 6 and rows[-1]["step"] == 60
+
+
+@pytest.mark.slow
+def test_a_killed_worker_with_no_retries_left_is_recorded_as_errored_with_the_reason(
+    tmp_path, bench
+):
+    spec = one_long_trial(bench, max_failures=0)
+    spec_path = write_spec(tmp_path, spec)
+    results = tmp_path / "results"
+    driver, _ = start_until_checkpoint(spec_path, results)
+    for pid in worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+    assert "1 trial(s) errored" in err
+    import pandas as pd
+
+    (trial,) = pd.read_parquet(results / "tiny" / "tables" / "trials.parquet").itertuples()
+    assert trial.status == "errored"
+    assert "worker process has died" in trial.error
+    assert 6 <= trial.step_reached < 60
 
 
 def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench):

@@ -1,0 +1,40 @@
+"""Which trials ended in error, kept beside the study because Ray's snapshot can miss it.
+
+Ray Tune 2.60 does not re-serialise a trial whose worker process died once its retries are used
+up (``TuneController._schedule_trial_stop`` returns before marking the trial for the next
+experiment snapshot when its actor is already gone). The snapshot then keeps the trial RUNNING
+forever: the driver would call the study interrupted and the tables would show it running.
+The ``ErroredTrials`` callback (study/driver.py) records each trial that Tune gives up on, with
+the last line of its error, in ``trial_errors.json``; the driver and the export read it beside
+the snapshot. A trial that starts again (a resume with ``resume_errored``) leaves the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adaptseg.fileio import atomic_write_text
+
+ERRORS_FILE = "trial_errors.json"
+
+
+def load_errored(study_dir: Path) -> dict[str, dict[str, str]]:
+    """``{experiment: {trial_id: error}}``; empty when the file is missing or unreadable."""
+    try:
+        data = json.loads((study_dir / ERRORS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_errored(study_dir: Path, experiment: str, trial_id: str, error: str | None) -> None:
+    """Record ``error`` for the trial, or forget the trial when ``error`` is None."""
+    data = load_errored(study_dir)
+    trials = data.setdefault(experiment, {})
+    if error is None:
+        if trials.pop(trial_id, None) is None:
+            return
+    else:
+        trials[trial_id] = error
+    atomic_write_text(study_dir / ERRORS_FILE, json.dumps(data, indent=2, sort_keys=True))
