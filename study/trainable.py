@@ -11,23 +11,29 @@ split (one extra report each, ``split: report``).
 
 from __future__ import annotations
 
+import logging
 import math
+import posixpath
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 from ray import tune
 
-from adaptseg.checkpoint import atomic_torch_save, load_state
+from adaptseg.checkpoint import CheckpointError, atomic_torch_save, load_state
 from adaptseg.config import FIELDS, TrainConfig
 from adaptseg.data.build import build_datasets
 from adaptseg.trainer import NonFiniteLossError, Trainer
 from study.spec import StudySpec, arm_config
 
 CHECKPOINT_FILE = "trainer.pt"
+CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
 STATUS_DIVERGED = "diverged"
 STATUS_ERRORED = "errored"
+log = logging.getLogger(__name__)
 
 
 def trial_config(spec: StudySpec, config: dict[str, Any]) -> TrainConfig:
@@ -60,12 +66,47 @@ class _Window:
         return out
 
 
+def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The checkpoints Tune kept before ``checkpoint`` in the same trial folder, newest first
+    (listed through the checkpoint's own filesystem, so a storage URI works too)."""
+    parent, name = posixpath.split(checkpoint.path.rstrip("/"))
+    try:
+        infos = checkpoint.filesystem.get_file_info(pafs.FileSelector(parent))
+    except OSError:
+        return []
+    names = sorted(
+        (i.base_name for i in infos
+         if i.type == pafs.FileType.Directory and CHECKPOINT_DIR.match(i.base_name)
+         and i.base_name < name),
+        reverse=True,
+    )  # fmt: skip
+    return [tune.Checkpoint(posixpath.join(parent, n), checkpoint.filesystem) for n in names]
+
+
+def restore_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
+    """The newest readable trainer state among the checkpoints Tune kept: a truncated or corrupt
+    latest one falls back to the previous one with a warning, as ``adaptseg.train`` does.
+
+    Raises:
+        CheckpointError: none is readable (never silently start the trial over).
+    """
+    candidates = [checkpoint, *_older_checkpoints(checkpoint)]
+    for candidate in candidates:
+        try:
+            with candidate.as_directory() as directory:
+                return load_state(Path(directory) / CHECKPOINT_FILE)
+        except CheckpointError as exc:
+            log.warning("%s; falling back to the previous checkpoint", exc)
+    raise CheckpointError(
+        f"{checkpoint.path}: none of the {len(candidates)} checkpoints of this trial is readable"
+    )
+
+
 def _restore(trainer: Trainer) -> dict[str, Any]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return {"miou": -math.inf, "step": 0, "model": None}
-    with checkpoint.as_directory() as directory:
-        state = load_state(Path(directory) / CHECKPOINT_FILE)
+    state = restore_state(checkpoint)
     trainer.load_state_dict(state)
     return state["best"]
 
@@ -94,6 +135,20 @@ def _final_report_split(trainer: Trainer, best: dict[str, Any], base: dict[str, 
                  "best_step": best["step"]})  # fmt: skip
 
 
+def ending_row(
+    exc: NonFiniteLossError | torch.OutOfMemoryError, step: int, base: dict[str, Any]
+) -> dict[str, Any]:
+    """The last report of a trial that cannot go on. Both end the trial normally instead of
+    raising: a retry would ask for the same memory or diverge the same way, and raising would
+    burn Ray's retries."""
+    row = {**base, "step": step, "split": "select", "miou": math.nan}
+    if isinstance(exc, NonFiniteLossError):
+        return {**row, "status": STATUS_DIVERGED, "error": str(exc), **exc.losses}
+    asked = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+    message = f"CUDA out of memory at step {step}: {asked}"
+    return {**row, "status": STATUS_ERRORED, "error": message}
+
+
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """The Ray Tune function trainable (a confirm trial's config sits under ``case``)."""
     config = {**config.get("case", {}), **{k: v for k, v in config.items() if k != "case"}}
@@ -117,17 +172,8 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     while trainer.step_count < cfg.num_steps:
         try:
             window.add(trainer.step())
-        except NonFiniteLossError as exc:
-            tune.report({**base, "step": trainer.step_count, "split": "select", "miou": math.nan,
-                         "status": STATUS_DIVERGED, "error": str(exc), **exc.losses})  # fmt: skip
-            return
-        except torch.OutOfMemoryError as exc:
-            # Retrying cannot help (the same config asks for the same memory): end the trial as
-            # errored instead of raising, which would burn Ray's retries.
-            asked = str(exc).strip().splitlines()[0]
-            message = f"CUDA out of memory at step {trainer.step_count}: {asked}"
-            tune.report({**base, "step": trainer.step_count, "split": "select", "miou": math.nan,
-                         "status": STATUS_ERRORED, "error": message})  # fmt: skip
+        except (NonFiniteLossError, torch.OutOfMemoryError) as exc:
+            tune.report(ending_row(exc, trainer.step_count, base))
             return
         step = trainer.step_count
         if step % cfg.eval_every and step != cfg.num_steps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from study_helpers import ray_env, run_study, study_command, tiny_spec, write_spec
 
+from adaptseg.checkpoint import load_state
 from adaptseg.data.synthetic import generate
+from adaptseg.trainer import NonFiniteLossError
+from study.trainable import ending_row
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +200,25 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, sto
 
 
 @pytest.mark.slow
+def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path, bench):
+    spec_path = write_spec(tmp_path, one_long_trial(bench))
+    results = tmp_path / "results"
+    driver, experiment = start_until_checkpoint(spec_path, results)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 130, err[-3000:]
+    *older, newest = sorted(experiment.glob("*/checkpoint_*/trainer.pt"))
+    newest.write_bytes(newest.read_bytes()[:100])
+    previous_step = load_state(older[-1])["step"]
+    resumed = run_study(spec_path, results)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (rows,) = experiment_trials(experiment)
+    restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
+    assert rows[restart]["step"] == previous_step + 6
+    assert rows[-1]["step"] == 60
+
+
+@pytest.mark.slow
 def test_a_diverging_trial_ends_as_diverged_and_the_study_completes(tmp_path, bench):
     spec = tiny_spec(
         bench,
@@ -313,3 +337,22 @@ def test_changed_spec_message(tmp_path, bench, capsys):
         f"error: {spec_path}: the study in {study_dir} was started with other values for "
         "search.num_samples, train.lr; rerun with --fresh to start over (the old one is kept)"
     )
+
+
+def test_cuda_out_of_memory_ends_the_trial_as_errored_naming_the_memory_asked_for():
+    message = (
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+        "79.19 GiB of which 1.12 GiB is free.\nOf the allocated memory 75.3 GiB is allocated"
+    )
+    row = ending_row(torch.OutOfMemoryError(message), 1200, {"arm": "multi_level"})
+    assert row["status"] == "errored" and row["step"] == 1200 and row["arm"] == "multi_level"
+    assert row["error"].startswith("CUDA out of memory at step 1200: ")
+    assert "Tried to allocate 2.00 GiB" in row["error"] and "\n" not in row["error"]
+    assert math.isnan(row["miou"])
+
+
+def test_a_non_finite_loss_ends_the_trial_as_diverged_with_its_losses():
+    exc = NonFiniteLossError(7, {"loss_seg_src_main": math.inf, "loss_adv_target_main": 0.5})
+    row = ending_row(exc, 7, {"arm": "single_level"})
+    assert row["status"] == "diverged" and row["loss_seg_src_main"] == math.inf
+    assert "at step 7" in row["error"]
