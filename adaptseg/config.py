@@ -58,7 +58,7 @@ class TrainConfig(BaseModel):
     eval_limit: int | None = None
     num_workers: int = 4
     # --- model --------------------------------------------------------------------------
-    backbone: Literal["resnet101", "resnet50", "small"] = "resnet101"
+    backbone: Literal["resnet101", "resnet50", "small", "vgg16"] = "resnet101"
     num_classes: int = 19
     multi_level: bool = True
     aspp_branches: Literal[2, 4] = 2
@@ -69,6 +69,7 @@ class TrainConfig(BaseModel):
     min_init_match: float = 0.95
     # --- losses -------------------------------------------------------------------------
     use_target: bool = True
+    adapt_space: Literal["output", "feature"] = "output"
     gan: Literal["vanilla", "ls"] = "vanilla"
     lambda_seg_aux: float = 0.1
     lambda_adv_aux: float = 0.0002
@@ -161,6 +162,11 @@ class TrainConfig(BaseModel):
             raise _KeyProblem(
                 "eval_every",
                 f"expected eval_every <= num_steps ({self.num_steps}), got {self.eval_every}",
+            )
+        if self.backbone == "vgg16" and self.multi_level:
+            raise _KeyProblem(
+                "multi_level",
+                "expected false with backbone vgg16 (DeepLab-VGG16 has one head), got true",
             )
         if self.momentum >= 1.0:
             raise _KeyProblem("momentum", f"expected a number in [0, 1), got {self.momentum}")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from adaptseg.config import TrainConfig
-from adaptseg.models import DeeplabMulti
+from adaptseg.models import DeeplabMulti, DeeplabVGG
 
 D_BETAS = (0.9, 0.99)
 
@@ -16,7 +16,7 @@ def poly_lr(base_lr: float, step: int, schedule_steps: int, power: float) -> flo
     return base_lr * (1.0 - step / schedule_steps) ** power
 
 
-def build_g_optimizer(cfg: TrainConfig, model: DeeplabMulti) -> torch.optim.Optimizer:
+def build_g_optimizer(cfg: TrainConfig, model: DeeplabMulti | DeeplabVGG) -> torch.optim.Optimizer:
     """Two groups: backbone at ``lr``, heads at ``head_lr_mult * lr`` (official: 10x)."""
     groups = [
         {"params": list(model.backbone_parameters()), "lr": cfg.lr},

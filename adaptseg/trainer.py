@@ -20,7 +20,8 @@ from adaptseg.config import TrainConfig
 from adaptseg.data.stream import InfiniteStream
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
-from adaptseg.models import DeeplabMulti, FCDiscriminator, load_init_weights
+from adaptseg.models import FCDiscriminator, build_generator, load_init_weights
+from adaptseg.models.discriminator import enlarge_to_min_size
 from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
 
 LEVELS = ("aux", "main")
@@ -63,6 +64,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _levels(prediction: Mapping[str, Tensor]) -> list[str]:
+    return [level for level in LEVELS if level in prediction]
+
+
 def _first(batch: Any) -> Tensor:
     return batch[0] if isinstance(batch, list | tuple) else batch
 
@@ -101,13 +106,13 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed, cfg.deterministic)
-        self.model = DeeplabMulti(
+        self.model = build_generator(
             cfg.num_classes, cfg.backbone, cfg.multi_level, cfg.aspp_branches, cfg.bn_mode
         )
         if cfg.init_weights is not None:
             load_init_weights(self.model, cfg.init_weights, cfg.min_init_match)
-        self.d_main = FCDiscriminator(cfg.num_classes, cfg.ndf)
-        self.d_aux = FCDiscriminator(cfg.num_classes, cfg.ndf) if cfg.multi_level else None
+        self.d_main = FCDiscriminator(self._d_channels("main"), cfg.ndf)
+        self.d_aux = FCDiscriminator(self._d_channels("aux"), cfg.ndf) if cfg.multi_level else None
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         for module in self._modules():
             module.to(self.device, memory_format=memory_format)
@@ -136,6 +141,11 @@ class Trainer:
     def _modules(self) -> list[nn.Module]:
         return [m for m in (self.model, self.d_aux, self.d_main) if m is not None]
 
+    def _d_channels(self, level: str) -> int:
+        if self.cfg.adapt_space == "feature":
+            return self.model.feature_channels[level]
+        return self.cfg.num_classes
+
     def _discriminators(self) -> dict[str, FCDiscriminator | None]:
         return {"aux": self.d_aux, "main": self.d_main}
 
@@ -152,22 +162,36 @@ class Trainer:
         return tensor
 
     def _segment(self, images: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
-        """G forward, logits upsampled (bilinear) to ``size``: {"aux": .., "main": ..}."""
+        """G forward, logits upsampled (bilinear) to ``size``: {"aux": .., "main": ..}; with
+        feature-level adaptation also the maps the heads read, {"features_aux": .., ..}."""
+        features: dict[str, Tensor] = {}
         with self._autocast():
-            logits = dict(zip(LEVELS, self.model(images), strict=True))
-        return {
+            if self.cfg.adapt_space == "feature":
+                *outputs, features = self.model(images, return_features=True)
+            else:
+                outputs = self.model(images)
+        logits = dict(zip(LEVELS, outputs, strict=True))
+        out = {
             level: F.interpolate(
                 value, size=size, mode="bilinear", align_corners=self.cfg.align_corners
             )
             for level, value in logits.items()
             if value is not None
         }
+        out.update({f"features_{level}": features[level] for level in out if level in features})
+        return out
 
-    def _discriminate(self, level: str, logits: Tensor) -> Tensor:
+    def _discriminate(self, level: str, prediction: dict[str, Tensor], detach: bool) -> Tensor:
+        """D's logits for one level: on the softmax of the upsampled output (the paper's output
+        space) or on the features the head reads (``adapt_space: feature``)."""
         discriminator = self._discriminators()[level]
         assert discriminator is not None
+        feature = self.cfg.adapt_space == "feature"
+        seen = prediction[f"features_{level}" if feature else level]
+        seen = seen.detach() if detach else seen
         with self._autocast():
-            return discriminator(F.softmax(logits, dim=1))
+            seen = seen if feature else F.softmax(seen, dim=1)
+            return discriminator(enlarge_to_min_size(seen, self.cfg.align_corners))
 
     def _backward(self, loss: Tensor) -> None:
         self.scaler.scale(loss / self.cfg.iter_size).backward()
@@ -199,22 +223,22 @@ class Trainer:
         with torch.set_grad_enabled(adversarial):
             pred_trg = self._segment(target_images, tuple(target_images.shape[-2:]))
             total = pred_trg["main"].new_zeros(())
-            for level, logits in pred_trg.items():
+            for level in _levels(pred_trg):
                 losses[f"loss_adv_trg_{level}"] = adv_loss(
-                    self._discriminate(level, logits), SOURCE_LABEL, cfg.gan
+                    self._discriminate(level, pred_trg, detach=False), SOURCE_LABEL, cfg.gan
                 )
                 total = total + weights[level] * losses[f"loss_adv_trg_{level}"]
         if adversarial:
             self._backward(total)
 
         set_requires_grad(self._discriminators().values(), True)
-        for level in pred_trg:
+        for level in _levels(pred_trg):
             loss_src = adv_loss(
-                self._discriminate(level, pred_src[level].detach()), SOURCE_LABEL, cfg.gan
+                self._discriminate(level, pred_src, detach=True), SOURCE_LABEL, cfg.gan
             )
             self._backward(loss_src / 2)
             loss_trg = adv_loss(
-                self._discriminate(level, pred_trg[level].detach()), TARGET_LABEL, cfg.gan
+                self._discriminate(level, pred_trg, detach=True), TARGET_LABEL, cfg.gan
             )
             self._backward(loss_trg / 2)
             losses[f"loss_d_{level}"] = (loss_src + loss_trg) / 2

@@ -10,7 +10,7 @@ DeepLab init files and released AdaptSegNet checkpoints map onto it key for key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -144,6 +144,7 @@ class DeeplabMulti(nn.Module):
             ClassifierModule(aux_channels, num_classes, aspp_branches) if multi_level else None
         )
         self.layer6 = ClassifierModule(channels, num_classes, aspp_branches)
+        self.feature_channels = {"aux": aux_channels, "main": channels}
 
     def _init_backbone(self) -> None:
         """The official init: convs N(0, 0.01), BN weight 1 / bias 0, BN affine frozen."""
@@ -156,13 +157,22 @@ class DeeplabMulti(nn.Module):
                 module.weight.requires_grad_(False)
                 module.bias.requires_grad_(False)
 
-    def forward(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+    def forward(self, x: Tensor, return_features: bool = False):
+        """``(logits_aux, logits_main)``; with ``return_features`` also the maps each head reads,
+        ``{"aux": conv4, "main": conv5}`` (for feature-level adaptation)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         features_conv4 = self.layer3(x)  # (N, C4, H/8, W/8)
         logits_aux = self.layer5(features_conv4) if self.layer5 is not None else None
-        logits_main = self.layer6(self.layer4(features_conv4))
+        features_conv5 = self.layer4(features_conv4)
+        logits_main = self.layer6(features_conv5)
+        if return_features:
+            return logits_aux, logits_main, {"aux": features_conv4, "main": features_conv5}
         return logits_aux, logits_main
+
+    def init_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """An init file's state dict in this model's key layout (already the same here)."""
+        return dict(state)
 
     def train(self, mode: bool = True) -> DeeplabMulti:
         super().train(mode)
@@ -191,6 +201,23 @@ class DeeplabMulti(nn.Module):
             for k in self.state_dict()
             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")
         ]
+
+
+def build_generator(
+    num_classes: int,
+    backbone: str,
+    multi_level: bool = True,
+    aspp_branches: int = 2,
+    bn_mode: str = "train",
+) -> nn.Module:
+    """G for a backbone name: ``DeeplabMulti`` for the ResNets, ``DeeplabVGG`` for ``vgg16``."""
+    if backbone == "vgg16":
+        from adaptseg.models.deeplab_vgg import DeeplabVGG
+
+        if multi_level:
+            raise ValueError("backbone vgg16 is single-level (one head): set multi_level false")
+        return DeeplabVGG(num_classes, aspp_branches)
+    return DeeplabMulti(num_classes, backbone, multi_level, aspp_branches, bn_mode)
 
 
 def output_size(size: tuple[int, int], model: DeeplabMulti | None = None) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from adaptseg.models.deeplab import DeeplabMulti
+from adaptseg.models.deeplab_vgg import DeeplabVGG
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _candidate_keys(key: str) -> list[str]:
 
 
 def load_init_weights(
-    model: DeeplabMulti, path: str | Path, min_match: float = 0.95
+    model: DeeplabMulti | DeeplabVGG, path: str | Path, min_match: float = 0.95
 ) -> tuple[int, int]:
     """Copy backbone tensors from ``path`` into ``model``; heads stay random.
 
@@ -58,7 +59,7 @@ def load_init_weights(
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is the same user error
         raise InitWeightsError(f"{path}: cannot read init weights ({exc})") from None
-    source = _unwrap(raw, path)
+    source = model.init_state(_unwrap(raw, path))
     backbone_keys = set(model.backbone_state_keys())
     own = model.state_dict()
     filled: dict[str, Tensor] = {}
@@ -72,7 +73,7 @@ def load_init_weights(
     if len(filled) < min_match * total:
         raise InitWeightsError(
             f"{path}: only {len(filled)} of {total} backbone tensors matched "
-            f"(need {min_match:.0%}); is this a DeepLab-v2 init or torchvision ResNet file "
+            f"(need {min_match:.0%}); is this a DeepLab-v2 init or torchvision file "
             f"for backbone {model.backbone_name!r}?"
         )
     with torch.no_grad():
