@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_config, tiny_data
+from study_helpers import run_study, tiny_spec, write_spec
 from torchvision.models import vgg16
 
 from adaptseg.config import ConfigError, build_config
+from adaptseg.data.synthetic import generate
 from adaptseg.losses import SOURCE_LABEL, adv_loss
 from adaptseg.models import DeeplabVGG, load_init_weights
 from adaptseg.models.discriminator import FCDiscriminator, enlarge_to_min_size
@@ -90,3 +93,26 @@ def test_maps_under_32_pixels_are_enlarged_for_d_instead_of_crashing():
     assert tuple(FCDiscriminator(128, 8)(enlarged).shape) == (2, 1, 1, 2)
     large = torch.randn(1, 19, 65, 129)
     assert enlarge_to_min_size(large, align_corners=True) is large
+
+
+@pytest.mark.slow
+def test_a_feature_level_arm_runs_end_to_end_beside_output_space(tmp_path):
+    generate(tmp_path / "bench", seed=0, size=(64, 128), counts=(16, 16, 12))
+    spec = tiny_spec(
+        tmp_path / "bench",
+        arms={"single_level": {"multi_level": False},
+              "feature_level": {"multi_level": False, "adapt_space": "feature"}},
+        search={"num_samples": 1, "space": {"lambda_adv_main": {"log_uniform": [1e-3, 1e-2]}}},
+        scheduler={"kind": "none"},
+        confirm={"top_k": 1, "seeds": [0]},
+    )  # fmt: skip
+    result = run_study(write_spec(tmp_path, spec), tmp_path / "results")
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "results" / "tiny"
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    feature = trials[trials["arm"] == "feature_level"]
+    assert sorted(feature["stage"]) == ["confirm", "search"]
+    assert (feature["status"] == "completed").all()
+    assert feature["report_miou_best_on_select"].notna().sum() == 1
+    html = (root / "report.html").read_text()
+    assert "feature_level" in html and "single_level" in html

@@ -140,6 +140,25 @@ def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
     )
 
 
+@pytest.mark.parametrize(
+    ("spec", "arms"),
+    [("levels", ["source_only", "bn_control", "single_level", "multi_level", "feature_level"]),
+     ("vgg16", ["source_only", "bn_control", "single_level", "feature_level"])],
+)  # fmt: skip
+def test_paper_scale_studies_validate_with_their_variables_set(tmp_path, bench, spec, arms):
+    env = {**os.environ, "GTA5_ROOT": str(bench / "gta5"),
+           "CITYSCAPES_ROOT": str(bench / "cityscapes"),
+           "DEEPLAB_INIT": "/nonexistent/init.pth", "VGG16_INIT": "/nonexistent/vgg16.pth"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", f"search_spaces/{spec}.yaml", "--dry-run",
+         "--results", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1], env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[1].rstrip(":") for line in result.stdout.splitlines()
+            if line.startswith("arm ")] == arms  # fmt: skip
+
+
 def test_quickstart_dry_run_prints_the_plan(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "study.run", "search_spaces/quickstart.yaml", "--dry-run",
