@@ -92,6 +92,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
+    optimizer_impl: Literal["default", "foreach", "fused"] = "default"
+    cudnn_benchmark: bool = False
     eval_every: int = 5000
     checkpoint_every: int = 5000
     keep_checkpoints: int = 2

@@ -106,6 +106,8 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed, cfg.deterministic)
+        if cfg.cudnn_benchmark and not cfg.deterministic:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
         self.model = build_generator(
             cfg.num_classes, cfg.backbone, cfg.multi_level, cfg.aspp_branches, cfg.bn_mode
         )

@@ -38,17 +38,19 @@ def measure(trials: int, evals: int) -> dict:
         }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=30)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    result = measure(args.trials, args.evals)
+    args = parser.parse_args(argv)
+    result = {"benchmark": "report_scale", **measure(args.trials, args.evals),
+              "date": time.strftime("%Y-%m-%d")}  # fmt: skip
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -188,3 +188,16 @@ def test_target_required_when_use_target():
     source, _, evals = tiny_data()
     with pytest.raises(ValueError, match="use_target is true but no target dataset"):
         Trainer(build_config({"source": "random", "target": "random"}), source, None, evals)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("impl", ["foreach", "fused"])
+def test_foreach_and_fused_optimisers_make_the_same_update(optimizer, impl):
+    reference = make_trainer(optimizer=optimizer)
+    other = make_trainer(optimizer=optimizer, optimizer_impl=impl)
+    for _ in range(2):
+        reference.step(), other.step()
+    for module in ("model", "d_main", "d_aux"):
+        for a, b in zip(getattr(reference, module).parameters(),
+                        getattr(other, module).parameters(), strict=True):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
