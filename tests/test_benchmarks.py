@@ -98,3 +98,16 @@ def test_search_efficiency_benchmark_compares_both_searches(tmp_path):
 def test_report_scale_benchmark(tmp_path):
     result = run_benchmark("report_scale.py", tmp_path, "--trials", "8", "--evals", "3")
     assert result["trials"] >= 8 and result["html_mb"] > 0
+
+
+@pytest.mark.slow
+def test_fast_miou_benchmark_trains_both_modes(tmp_path):
+    result = run_benchmark("fast_miou.py", tmp_path, str(tmp_path / "data"), "--size", "64x128",
+                           "--counts", "8,8,4", "--steps", "2", "--seeds", "0,1")  # fmt: skip
+    assert sorted((r["mode"], r["seed"]) for r in result["runs"]) == [
+        ("faithful", 0),
+        ("faithful", 1),
+        ("fast", 0),
+        ("fast", 1),
+    ]
+    assert result["fast_settings"]["amp"] == "bf16"
