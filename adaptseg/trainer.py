@@ -84,7 +84,9 @@ class Trainer:
     3. D unfrozen; D on detached source softmax (label 0) and target softmax (label 1), each
        loss halved, backward;
 
-    then G, D_aux and D_main step once each, after the poly LR for this step was set.
+    then G, D_aux and D_main step once each, after the poly LR for this step was set. With
+    ``adapt_space: feature`` D sees the feature maps the heads read instead of the softmax
+    (the paper's feature-level baseline); everything else is the same.
 
     Args:
         cfg: the run's config.

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from common import emit
 from step import FAST
 
 from adaptseg.data.gap import ARMS, train_and_evaluate
@@ -77,12 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         "within_noise": abs(difference) <= spread,
         "date": time.strftime("%Y-%m-%d"),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

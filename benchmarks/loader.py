@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import emit
+
 from adaptseg.config import parse_size
 from adaptseg.data.files import (
     CITYSCAPES_LABELS,
@@ -83,12 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for r in rows
         }
     result["date"] = time.strftime("%Y-%m-%d")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from common import emit
 
 SIZE = "64x128"
 
@@ -106,10 +108,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--node-ip-address", help="pin the Ray the study starts (tests)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
+    # Calibrate with the threads each trial will get (Ray gives a trial its CPUs' worth).
+    torch.set_num_threads(max(1, 2 // args.concurrency))
     per_step = seconds_per_step()
-    # Trials run side by side share the two cores: each step then takes about that much longer.
-    slowdown = max(1.0, args.concurrency * (1 if args.concurrency <= 2 else 0.5))
-    num_steps = max(4, round(args.trial_seconds / (per_step * slowdown)))
+    num_steps = max(4, round(args.trial_seconds / per_step))
     extra = ["--node-ip-address", args.node_ip_address] if args.node_ip_address else []
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -147,12 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         "date": time.strftime("%Y-%m-%d"),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return out
+    return emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ every evaluation has 19 per-class IoUs.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from common import emit
 
 from reports.build import build
 from study.export import export
@@ -46,11 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     result = {"benchmark": "report_scale", **measure(args.trials, args.evals),
               "date": time.strftime("%Y-%m-%d")}  # fmt: skip
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import emit
 
 FAITHFUL: dict[str, Any] = {}
 FAST: dict[str, Any] = {
@@ -162,12 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             })  # fmt: skip
     result = {"benchmark": "step", "rows": rows, "ratios": ratios,
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":
