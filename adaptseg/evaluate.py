@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mIoU over 19 classes or SYNTHIA's 13 (default: 19)")  # fmt: skip
     parser.add_argument("--aspp-branches", type=int, choices=(2, 4), default=2,
                         help="bare state dicts: 2 = the official forward (default)")  # fmt: skip
+    parser.add_argument("--weights", choices=("final", "best_on_select"), default="final",
+                        help="study trial checkpoints also hold the best-on-select G")  # fmt: skip
     parser.add_argument("--preprocess", choices=("caffe", "torchvision"), default="caffe")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--limit", type=int, help="evaluate the first N images only")
@@ -102,8 +104,11 @@ def describe_state(state: Mapping[str, Tensor]) -> dict[str, Any]:
     }
 
 
-def load_model(path: Path, aspp_branches: int = 2) -> tuple[nn.Module, dict[str, Any]]:
-    """G with the checkpoint's weights, and how it was built.
+def load_model(
+    path: Path, aspp_branches: int = 2, weights: str = "final"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """G with the checkpoint's weights, and how it was built. ``weights="best_on_select"``
+    takes the best-on-select G that a study trial's checkpoint carries beside its final one.
 
     Raises:
         CheckpointFormatError: unreadable, or a key the model needs is missing or misshapen.
@@ -113,6 +118,13 @@ def load_model(path: Path, aspp_branches: int = 2) -> tuple[nn.Module, dict[str,
     except Exception as exc:  # noqa: BLE001 - truncated, foreign or missing files alike
         raise CheckpointFormatError(f"cannot read it ({type(exc).__name__}: {exc})") from None
     config = raw.get("config") if isinstance(raw, Mapping) else None
+    if weights == "best_on_select":
+        best = raw.get("best") if isinstance(raw, Mapping) else None
+        if not isinstance(best, Mapping) or not isinstance(best.get("model"), Mapping):
+            raise CheckpointFormatError(
+                "holds no best-on-select weights (only study trial checkpoints do)"
+            )
+        raw = {"model": best["model"], "config": config}
     state = _state_dict(raw)
     if isinstance(config, Mapping):  # an adaptseg checkpoint: its own config builds G
         settings = {k: config[k] for k in ("backbone", "multi_level", "num_classes")}
@@ -203,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         dataset.check()
         try:
-            model, settings = load_model(checkpoint, args.aspp_branches)
+            model, settings = load_model(checkpoint, args.aspp_branches, args.weights)
         except CheckpointFormatError as exc:
             raise ValueError(f"{checkpoint}: {exc}") from None
         device = resolve_device(args.device)
@@ -220,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(model, dataset, device, settings["num_classes"], args.classes, save_dir)
     print(format_table(metrics, settings["num_classes"]))
     if args.json:
-        record = {"checkpoint": str(checkpoint), "split": args.split, **settings, **metrics}
+        record = {"checkpoint": str(checkpoint), "weights": args.weights, "split": args.split,
+                  **settings, **metrics}  # fmt: skip
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0
 

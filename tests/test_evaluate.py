@@ -98,3 +98,20 @@ def test_an_adaptseg_checkpoint_builds_g_from_its_config(tmp_path, cityscapes, c
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "small, multi-level, 4 ASPP branches" in captured.err
+
+
+def test_a_study_checkpoint_evaluates_its_best_on_select_weights(tmp_path, cityscapes, capsys):
+    trainer = Trainer(tiny_config(backbone="small"), *tiny_data())
+    state = trainer.state_dict()
+    best = {k: torch.zeros_like(v) for k, v in state["model"].items()}  # predicts class 0
+    state["best"] = {"miou": 0.5, "step": 4, "model": best}
+    torch.save(state, tmp_path / "trainer.pt")
+    args = ["--checkpoint", str(tmp_path / "trainer.pt"), "--data", str(cityscapes),
+            "--size", "64x128", "--device", "cpu", "--save-predictions", str(tmp_path / "p")]  # fmt: skip
+    assert main([*args, "--weights", "best_on_select"]) == 0, capsys.readouterr().err
+    predictions = [np.asarray(Image.open(p)) for p in (tmp_path / "p").glob("*_leftImg8bit.png")]
+    assert predictions and all((p == 0).all() for p in predictions)
+    torch.save(trainer.state_dict(), tmp_path / "plain.pt")
+    capsys.readouterr()
+    code = main([*args[:1], str(tmp_path / "plain.pt"), *args[2:], "--weights", "best_on_select"])
+    assert code == 2 and "no best-on-select weights" in capsys.readouterr().err
