@@ -170,8 +170,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": per_seed,
         "seeds_where_asha_tpe_reached_random_best": len(ratios),
         "median_ratio_over_seeds_that_reached": statistics.median(ratios) if ratios else None,
-        "median_ratio_at_asha_tpe_best": statistics.median(
-            [r["ratio_at_asha_tpe_best"] for r in per_seed if r["ratio_at_asha_tpe_best"]] or [0]
+        "median_ratio_at_asha_tpe_best": (
+            statistics.median(at_best)
+            if (
+                at_best := [
+                    r["ratio_at_asha_tpe_best"] for r in per_seed if r["ratio_at_asha_tpe_best"]
+                ]
+            )
+            else None
         ),
         "median_total_steps_ratio": statistics.median(
             r["asha_tpe"]["total_steps"] / r["random"]["total_steps"] for r in per_seed

@@ -58,7 +58,6 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
     from adaptseg.data import RandomSegDataset
     from adaptseg.trainer import Trainer
 
-    torch.set_num_threads(case["threads"]) if case.get("threads") else None
     source_size, target_size = _sizes(case["size"])
     cfg = build_config({
         "source": "random", "target": "random", "backbone": case["backbone"],

@@ -23,7 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.fileio import atomic_write_text
 from study.export import export
-from study.outcomes import load_errored, update_errored
+from study.outcomes import effective_status, last_error_line, load_errored, update_errored
 from study.plan import (
     CONFIRM_EXPERIMENT,
     Interrupted,
@@ -72,14 +72,6 @@ def gpus_per_trial(spec: StudySpec) -> float:
     return float(wanted)
 
 
-def _last_error_line(trial: Any) -> str:
-    try:
-        lines = Path(trial.error_file).read_text().strip().splitlines()
-        return lines[-1][:500] if lines else "error (no message)"
-    except (OSError, AttributeError, TypeError):
-        return "error (no message)"
-
-
 class ErroredTrials(tune.Callback):
     """Records the trials Tune stops with an error (retries used up), forgets restarted ones."""
 
@@ -87,8 +79,10 @@ class ErroredTrials(tune.Callback):
         self.study_dir, self.experiment = study_dir, experiment
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = _last_error_line(trial)
-        update_errored(Path(self.study_dir), self.experiment, trial.trial_id, error)
+        error = last_error_line(Path(trial.error_file)) if trial.error_file else None
+        update_errored(
+            Path(self.study_dir), self.experiment, trial.trial_id, error or "error (no message)"
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
@@ -127,7 +121,7 @@ def _fit(paths: StudyPaths, name: str, trainable: Any, make_tuner) -> tune.Resul
     grid = tuner.fit()
     errored = load_errored(paths.root).get(name, {})
     statuses = [
-        "ERROR" if t.trial_id in errored and t.status != "TERMINATED" else t.status
+        effective_status(t.status, t.trial_id, errored)
         for t in tune.ExperimentAnalysis(path).trials
     ]
     if any(status not in FINISHED for status in statuses):

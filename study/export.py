@@ -23,7 +23,7 @@ import yaml
 
 from adaptseg.evaluation import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
-from study.outcomes import load_errored
+from study.outcomes import effective_status, last_error_line, load_errored
 
 SCHEMA_VERSION = "1"
 LOSSES = (
@@ -108,15 +108,14 @@ def experiment_trials(
         trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
         runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
         error = None
-        for name in (runtime.get("error_filename"), "error.txt"):
-            candidate = experiment / trial.get("relative_logdir", "") / (name or "")
-            if name and candidate.is_file():
-                error = candidate.read_text().strip().splitlines()[-1][:500]
-                break
         folder = experiment / trial.get("relative_logdir", "")
-        status = trial["status"]
-        if trial["trial_id"] in errored and status != "TERMINATED":
-            status, error = "ERROR", error or errored[trial["trial_id"]]
+        for name in (runtime.get("error_filename"), "error.txt"):
+            if name and (folder / name).is_file():
+                error = last_error_line(folder / name)
+                break
+        status = effective_status(trial["status"], trial["trial_id"], errored)
+        if status != trial["status"]:
+            error = error or errored[trial["trial_id"]]
         trials.append({
             "trial_id": trial["trial_id"], "status": status,
             "config": trial.get("config") or {}, "dir": folder, "error": error,

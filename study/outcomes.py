@@ -38,3 +38,17 @@ def update_errored(study_dir: Path, experiment: str, trial_id: str, error: str |
     else:
         trials[trial_id] = error
     atomic_write_text(study_dir / ERRORS_FILE, json.dumps(data, indent=2, sort_keys=True))
+
+
+def effective_status(status: str, trial_id: str, errored: dict[str, str]) -> str:
+    """Ray's recorded status, or ERROR for a trial Tune gave up on that the snapshot missed."""
+    return "ERROR" if trial_id in errored and status != "TERMINATED" else status
+
+
+def last_error_line(path: Path) -> str | None:
+    """The last line of a trial's error file (the exception), at most 500 characters."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1][:500] if lines else None

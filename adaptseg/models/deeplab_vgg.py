@@ -60,10 +60,10 @@ class DeeplabVGG(nn.Module):
     def backbone_state_keys(self) -> list[str]:
         """The 13 VGG-16 convolutions (fc6 and fc7 are new layers, random as in the official
         model, whose fc layers are not converted from the ImageNet classifier)."""
-        fc = {f"features.{len(self.features) - 4}.", f"features.{len(self.features) - 2}."}
+        fc_layers = {len(self.features) - 4, len(self.features) - 2}  # fc6, fc7
         return [
-            k for k in self.state_dict() if k.startswith("features.") and k[: k.rindex(".") + 1]
-            not in fc
+            key for key in self.state_dict()
+            if key.startswith("features.") and int(key.split(".")[1]) not in fc_layers
         ]  # fmt: skip
 
     def init_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
