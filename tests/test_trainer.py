@@ -195,9 +195,21 @@ def test_target_required_when_use_target():
 def test_foreach_and_fused_optimisers_make_the_same_update(optimizer, impl):
     reference = make_trainer(optimizer=optimizer)
     other = make_trainer(optimizer=optimizer, optimizer_impl=impl)
+    assert other.optimizer_g.defaults[impl] is True
+    assert other.optimizer_d["main"].defaults[impl] is True
     for _ in range(2):
         reference.step(), other.step()
     for module in ("model", "d_main", "d_aux"):
         for a, b in zip(getattr(reference, module).parameters(),
                         getattr(other, module).parameters(), strict=True):  # fmt: skip
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cudnn_benchmark_is_switched_on_only_when_asked_and_not_deterministic(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: None)
+    make_trainer(cudnn_benchmark=True, deterministic=True)
+    assert torch.backends.cudnn.benchmark is False
+    make_trainer(cudnn_benchmark=True)
+    assert torch.backends.cudnn.benchmark is True
