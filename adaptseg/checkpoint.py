@@ -12,9 +12,13 @@ import numpy as np
 import torch
 
 from adaptseg.fileio import atomic_write
+from adaptseg.torchfile import TorchFileError, read_torch_file
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
+CHECKPOINT_FORMAT = 1  # written into every checkpoint; checked on load
+REQUIRED_KEYS = ("format", "step", "config", "model", "d_main", "optimizer_g", "optimizer_d",
+                 "streams", "rng")  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -51,13 +55,19 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, keep: int) -> 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read one checkpoint (tensors and plain values only)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, corrupt or foreign files alike
+        state = read_torch_file(path)
+    except TorchFileError as exc:
+        raise CheckpointError(f"checkpoint {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an adaptseg checkpoint (not a mapping)")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not an adaptseg checkpoint (no `{missing[0]}` key)")
+    if state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{path}: not an adaptseg checkpoint (no `step` key)")
+            f"{path}: checkpoint format {state['format']!r}; this version reads format "
+            f"{CHECKPOINT_FORMAT}"
+        )
     return state
 
 

@@ -39,7 +39,7 @@ def parse_size(value: Any) -> Size:
 class TrainConfig(BaseModel):
     """All knobs of one AdaptSegNet run (flat, so study YAMLs and ``--set`` name them directly)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     # --- data ---------------------------------------------------------------------------
     source: Literal["gta5", "synthia", "cityscapes", "random"] = "gta5"
@@ -138,6 +138,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"expected an integer >= 0, got {value}")
         return value
 
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        if not 0 <= value < 2**32:
+            raise ValueError(f"expected an integer in [0, 2**32), got {value}")
+        return value
+
     @field_validator("eval_limit")
     @classmethod
     def _eval_limit(cls, value: int | None) -> int | None:
@@ -209,6 +216,8 @@ FIELDS: tuple[str, ...] = tuple(TrainConfig.model_fields)
 
 def closest_key(key: str, choices: Iterable[str]) -> str:
     """A ' (did you mean `x`?)' hint, or ''."""
+    if not isinstance(key, str):
+        return ""
     match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
     return f" (did you mean `{match[0]}`?)" if match else ""
 
@@ -261,15 +270,22 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping (safe loader), with one-line errors."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a YAML file (byte {exc.start} is not UTF-8 text)"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

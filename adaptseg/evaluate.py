@@ -38,6 +38,7 @@ from adaptseg.data.preprocess import DataError
 from adaptseg.evaluation import ConfusionMatrix, class_names, metrics_from_confusion
 from adaptseg.fileio import atomic_write, atomic_write_text
 from adaptseg.models import build_generator
+from adaptseg.torchfile import TorchFileError, read_torch_file
 from adaptseg.trainer import resolve_device
 
 BACKBONE_BY_LAYER3_BLOCKS = {23: "resnet101", 6: "resnet50", 1: "small"}
@@ -114,9 +115,9 @@ def load_model(
         CheckpointFormatError: unreadable, or a key the model needs is missing or misshapen.
     """
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, foreign or missing files alike
-        raise CheckpointFormatError(f"cannot read it ({type(exc).__name__}: {exc})") from None
+        raw = read_torch_file(path)
+    except TorchFileError as exc:
+        raise CheckpointFormatError(str(exc).removeprefix(f"{path}: ")) from None
     config = raw.get("config") if isinstance(raw, Mapping) else None
     if weights == "best_on_select":
         best = raw.get("best") if isinstance(raw, Mapping) else None

@@ -24,6 +24,7 @@ from adaptseg.config import ConfigError, TrainConfig, changed_keys, load_config
 from adaptseg.data.build import RunData, build_datasets
 from adaptseg.data.preprocess import DataError
 from adaptseg.fileio import atomic_write_text
+from adaptseg.interrupts import DeferredInterrupts, StopRequested
 from adaptseg.models import InitWeightsError
 from adaptseg.trainer import NonFiniteLossError, Trainer
 
@@ -91,41 +92,47 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
     checkpoints = out / "checkpoints"
     resumed = load_latest(checkpoints)
     if resumed is not None:
-        trainer.load_state_dict(resumed[0])
+        try:
+            trainer.load_state_dict(resumed[0])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{resumed[1]}: {exc}") from None
         log.info("resumed from %s at step %d", resumed[1], trainer.step_count)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     metrics = MetricsLog(out / "metrics.jsonl")
     _trim_log(metrics.path, trainer.step_count)
     window: list[dict[str, float]] = []
     bar = tqdm(total=cfg.num_steps, initial=trainer.step_count, unit="it", dynamic_ncols=True)
-    try:
-        while trainer.step_count < cfg.num_steps:
-            window.append(trainer.step())
-            step = trainer.step_count
-            if step % cfg.log_every == 0 or step == cfg.num_steps:
-                record = {"step": step, "kind": "train", **_mean_records(window)}
-                record["compute_seconds"] = trainer.compute_seconds
-                window.clear()
-                metrics.write(record)
-                bar.set_postfix(
-                    {k.removeprefix("loss_"): f"{v:.3f}" for k, v in record.items()
-                     if k.startswith("loss_")}, refresh=False,
-                )  # fmt: skip
-                yield record
-            if step % cfg.eval_every == 0 or step == cfg.num_steps:
-                record = {"step": step, "kind": "eval", "split": cfg.eval_split}
-                record.update(trainer.evaluate())
-                metrics.write(record)
-                bar.write(f"step {step}: {cfg.eval_split} miou {record['miou']:.4f}")
-                yield record
-            if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
-                save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
-            bar.update(1)
-    except KeyboardInterrupt:
-        save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
-        raise
-    finally:
-        bar.close()
+    with DeferredInterrupts("saving a checkpoint after the current step") as interrupts:
+        try:
+            while trainer.step_count < cfg.num_steps:
+                window.append(trainer.step())
+                step = trainer.step_count
+                if step % cfg.log_every == 0 or step == cfg.num_steps:
+                    record = {"step": step, "kind": "train", **_mean_records(window)}
+                    record["compute_seconds"] = trainer.compute_seconds
+                    window.clear()
+                    metrics.write(record)
+                    bar.set_postfix(
+                        {k.removeprefix("loss_"): f"{v:.3f}" for k, v in record.items()
+                         if k.startswith("loss_")}, refresh=False,
+                    )  # fmt: skip
+                    yield record
+                if step % cfg.eval_every == 0 or step == cfg.num_steps:
+                    record = {"step": step, "kind": "eval", "split": cfg.eval_split}
+                    record.update(trainer.evaluate())
+                    metrics.write(record)
+                    bar.write(f"step {step}: {cfg.eval_split} miou {record['miou']:.4f}")
+                    yield record
+                saved = step % cfg.checkpoint_every == 0 or step == cfg.num_steps
+                if saved:
+                    save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
+                bar.update(1)
+                if interrupts.requested is not None and step < cfg.num_steps:
+                    if not saved:
+                        save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
+                    interrupts.check()
+        finally:
+            bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"diverged: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:
+    except StopRequested:
         command = " ".join(["python -m adaptseg.train", *sys.argv[1:]])
         print(f"interrupted; a checkpoint was saved. Resume with: {command}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        command = " ".join(["python -m adaptseg.train", *sys.argv[1:]])
+        print(
+            f"interrupted inside a step: no checkpoint was saved for it; the last periodic one "
+            f"is kept. Resume with: {command}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     print(f"done: {out}", file=sys.stderr)
     return 0

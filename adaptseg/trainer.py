@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from adaptseg.checkpoint import rng_state, set_rng_state
+from adaptseg.checkpoint import CHECKPOINT_FORMAT, CheckpointError, rng_state, set_rng_state
 from adaptseg.config import TrainConfig
-from adaptseg.data.stream import InfiniteStream
+from adaptseg.data.stream import InfiniteStream, ignore_interrupts, loader_generator
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from adaptseg.models import FCDiscriminator, build_generator, load_init_weights
@@ -25,7 +25,6 @@ from adaptseg.models.discriminator import enlarge_to_min_size
 from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
 
 LEVELS = ("aux", "main")
-CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -311,7 +310,12 @@ class Trainer:
         limit = limit if limit is not None else self.cfg.eval_limit
         if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
             dataset = torch.utils.data.Subset(dataset, range(limit))
-        loader = DataLoader(dataset, batch_size=1, num_workers=self.cfg.num_workers)
+        workers = self.cfg.num_workers
+        loader = DataLoader(
+            dataset, batch_size=1, num_workers=workers,
+            worker_init_fn=ignore_interrupts if workers else None,
+            generator=loader_generator(self.cfg.seed),
+        )  # fmt: skip
         confusion = ConfusionMatrix(self.cfg.num_classes, self.device)
         self.model.eval()
         try:
@@ -348,6 +352,20 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (a ``state_dict()``, e.g. read by ``checkpoint.load_state``).
+
+        Raises:
+            CheckpointError: the state does not fit this run (other model or optimisers).
+        """
+        try:
+            self._load(state)
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"the checkpoint does not fit this run ({first[:300]})"
+            ) from None
+
+    def _load(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.d_main.load_state_dict(state["d_main"])
         if self.d_aux is not None:

@@ -31,6 +31,7 @@ from study.plan import (
     StudyPaths,
     search_experiment,
 )
+from study.reconcile import reconcile_search, repair_snapshots, sessions
 from study.search import make_search
 from study.spec import SpecError, StudySpec, arm_config
 from study.trainable import train_trial
@@ -112,7 +113,14 @@ def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig
 def _fit(paths: StudyPaths, name: str, trainable: Any, make_tuner) -> tune.ResultGrid:
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
     path = paths.experiment(name)
-    if tune.Tuner.can_restore(path):
+    restorable = tune.Tuner.can_restore(path)
+    if paths.storage is None and restorable:
+        # Ray's can_restore looks for tuner.pkl only. Without a usable snapshot (a kill before
+        # the first one was written, or none survived repair) Ray "restarts" the experiment
+        # with num_samples=1, silently; a new Tuner runs the experiment as planned instead.
+        repair_snapshots(Path(path))
+        restorable = bool(sessions(Path(path)))
+    if restorable:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -157,7 +165,16 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tun
             run_config=_run_config(spec, paths, search_experiment(arm)),
         )
 
-    return _fit(paths, search_experiment(arm), trainable, new)
+    try:
+        return _fit(paths, search_experiment(arm), trainable, new)
+    finally:
+        if paths.storage is None:
+            changed = reconcile_search(
+                paths.root, [Path(paths.experiment(search_experiment(arm)))], paths.optuna_url,
+                f"{spec.name}-{arm}", cfg.num_steps,
+            )  # fmt: skip
+            if changed:
+                log.info("search %s: %d Optuna trial(s) brought in line with Ray", arm, changed)
 
 
 def _sampled(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:

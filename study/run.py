@@ -110,6 +110,25 @@ def check_data(spec: StudySpec, generate: bool) -> None:
         build_datasets(arm_config(spec, arm), eval_parts=["select", "report"])
 
 
+def check_init_weights(spec: StudySpec, origin: str) -> None:
+    """Every arm's ``init_weights`` file loads and fills its backbone (the 95% rule), once per
+    file and backbone: a bad file would otherwise fail every trial of the study."""
+    from adaptseg.models import InitWeightsError, build_generator, load_init_weights
+
+    checked = set()
+    for arm in spec.arms:
+        cfg = arm_config(spec, arm)
+        key = (cfg.backbone, cfg.init_weights, cfg.min_init_match)
+        if cfg.init_weights is None or key in checked:
+            continue
+        checked.add(key)
+        model = build_generator(cfg.num_classes, cfg.backbone, multi_level=False)
+        try:
+            load_init_weights(model, cfg.init_weights, cfg.min_init_match)
+        except InitWeightsError as exc:
+            raise SpecError(f"{origin}: init_weights (arm {arm}): {exc}") from None
+
+
 def resume_command(argv: list[str]) -> str:
     args = [a for a in argv if a != "--fresh"]
     return " ".join(["python -m study.run", *map(shlex.quote, args)])
@@ -130,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             check_data(spec, generate=not args.dry_run)
         except DataError as exc:
             raise SpecError(f"{args.study}: data: {exc}") from None
+        check_init_weights(spec, str(args.study))
         if args.dry_run:
             print(describe_plan(spec, paths))
             return EXIT_OK

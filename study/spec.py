@@ -37,7 +37,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataSource(_Strict):
@@ -145,32 +145,44 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
-            raise ValueError(f"expected letters, digits, '_', '.' or '-', got {value!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value) or value in (".", ".."):
+            raise ValueError(f"expected 1 to 100 letters, digits, '_', '.' or '-', got {value!r}")
         return value
 
 
-def expand_env(value: Any, path: str, origin: str) -> Any:
-    """Replace ``${NAME}`` in every string; an unset variable is an error naming it."""
+def _expand(value: Any, path: str, missing: dict[str, list[str]]) -> Any:
     if isinstance(value, dict):
         return {
-            k: expand_env(v, f"{path}.{k}" if path else str(k), origin) for k, v in value.items()
+            k: _expand(v, f"{path}.{k}" if path else str(k), missing) for k, v in value.items()
         }
     if isinstance(value, list):
-        return [expand_env(v, f"{path}[{i}]", origin) for i, v in enumerate(value)]
+        return [_expand(v, f"{path}[{i}]", missing) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def replace(match: re.Match) -> str:
             name = match.group(1)
             if name not in os.environ:
-                raise SpecError(
-                    f"{origin}: {path}: environment variable {name} is not set "
-                    "(export it, or set the key with --set)"
-                )
+                missing.setdefault(name, []).append(path)
+                return match.group(0)
             return os.environ[name]
 
         return ENV_PATTERN.sub(replace, value)
     return value
+
+
+def expand_env(value: Any, path: str, origin: str) -> Any:
+    """Replace ``${NAME}`` in every string; unset variables are one error naming all of them
+    (and where each is used), so a user learns everything needed in one run."""
+    missing: dict[str, list[str]] = {}
+    out = _expand(value, path, missing)
+    if missing:
+        listed = ", ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items())
+        plural = "s" if len(missing) > 1 else ""
+        raise SpecError(
+            f"{origin}: environment variable{plural} not set: {listed} "
+            "(export them, or set the keys with --set)"
+        )
+    return out
 
 
 def apply_overrides(raw: dict[str, Any], pairs: list[str]) -> dict[str, Any]:

@@ -74,3 +74,45 @@ def run_study(spec_path: Path, results: Path, *extra: str, timeout: int = 600):
         study_command(spec_path, results, *extra),
         capture_output=True, text=True, timeout=timeout, env=ray_env(), cwd=spec_path.parent,
     )  # fmt: skip
+
+
+TAG_VARIABLE = "ADAPTSEG_TEST_TAG"
+
+
+def tagged_env(tag: str) -> dict[str, str]:
+    """``ray_env()`` plus a tag that every process the command starts inherits (Ray's raylet
+    and workers included), so a test can stop exactly what it started."""
+    return {**ray_env(), TAG_VARIABLE: tag}
+
+
+def tagged_pids(tag: str) -> set[int]:
+    """Processes whose environment carries ``tag`` (see ``tagged_env``)."""
+    marker = f"{TAG_VARIABLE}={tag}".encode()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if marker in handle.read().split(b"\0"):
+                    found.add(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_tagged(tag: str, rounds: int = 3) -> None:
+    """SIGKILL every process carrying ``tag`` (repeated: a dying raylet may still spawn)."""
+    import signal
+    import time
+
+    for _ in range(rounds):
+        pids = tagged_pids(tag)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)

@@ -128,5 +128,5 @@ def test_truncated_init_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(InitWeightsError, match="broken.pth: cannot read init weights"):
+    with pytest.raises(InitWeightsError, match="broken.pth: not a readable PyTorch weights file"):
         load_init_weights(DeeplabMulti(19, "resnet50"), path)

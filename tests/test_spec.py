@@ -75,7 +75,7 @@ CASES = [
     (with_("name", DELETE), "name: required key is missing"),
     (with_("name", "a b"), "name: expected letters, digits"),
     (with_("data", {}), "data: expected either `synthetic` or both `source` and `target`"),
-    (with_("data", {"source": {"kind": "gta5", "root": "${NOPE_ROOT_VAR}"}, "target": {"root": "x"}}), "data.source.root: environment variable NOPE_ROOT_VAR is not set"),
+    (with_("data", {"source": {"kind": "gta5", "root": "${NOPE_ROOT_VAR}"}, "target": {"root": "x"}}), "environment variable not set: NOPE_ROOT_VAR (data.source.root)"),
 ]  # fmt: skip
 
 

@@ -123,7 +123,7 @@ def test_asking_for_a_gpu_on_a_cpu_cluster_fails_before_anything_starts(tmp_path
     assert not (tmp_path / "results" / "tiny").exists()
 
 
-def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
+def test_levels_dry_run_without_the_dataset_variables_names_every_missing_one():
     env = {
         k: v
         for k, v in os.environ.items()
@@ -135,9 +135,43 @@ def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: search_spaces/levels.yaml: data.source.root: environment variable GTA5_ROOT is "
-        "not set (export it, or set the key with --set)"
+        "error: search_spaces/levels.yaml: environment variables not set: GTA5_ROOT "
+        "(data.source.root), CITYSCAPES_ROOT (data.target.root), DEEPLAB_INIT "
+        "(train.init_weights) (export them, or set the keys with --set)"
     )
+
+
+@pytest.fixture(scope="module")
+def init_files(tmp_path_factory) -> dict[str, Path]:
+    """A DeepLab-format ResNet-101 init (``Scale.`` keys) and a torchvision VGG-16 state dict,
+    written from freshly built models: the real layouts with random numbers."""
+    from torchvision.models import vgg16
+
+    from adaptseg.models import DeeplabMulti
+
+    folder = tmp_path_factory.mktemp("init")
+    model = DeeplabMulti(19, "resnet101", multi_level=False)
+    backbone = {
+        f"Scale.{k}": v for k, v in model.state_dict().items() if k in model.backbone_state_keys()
+    }
+    torch.save(backbone, folder / "deeplab_init.pth")
+    features = {
+        k: v for k, v in vgg16(weights=None).state_dict().items() if k.startswith("features.")
+    }
+    torch.save(features, folder / "vgg16.pth")
+    return {"DEEPLAB_INIT": folder / "deeplab_init.pth", "VGG16_INIT": folder / "vgg16.pth"}
+
+
+def paper_scale_dry_run(
+    spec: str, bench: Path, results: Path, init: dict
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GTA5_ROOT": str(bench / "gta5"),
+           "CITYSCAPES_ROOT": str(bench / "cityscapes"), **{k: str(v) for k, v in init.items()}}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", f"search_spaces/{spec}.yaml", "--dry-run",
+         "--results", str(results)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1], env=env,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -145,18 +179,36 @@ def test_levels_dry_run_without_the_dataset_variables_names_the_variable():
     [("levels", ["source_only", "bn_control", "single_level", "multi_level", "feature_level"]),
      ("vgg16", ["source_only", "bn_control", "single_level", "feature_level"])],
 )  # fmt: skip
-def test_paper_scale_studies_validate_with_their_variables_set(tmp_path, bench, spec, arms):
-    env = {**os.environ, "GTA5_ROOT": str(bench / "gta5"),
-           "CITYSCAPES_ROOT": str(bench / "cityscapes"),
-           "DEEPLAB_INIT": "/nonexistent/init.pth", "VGG16_INIT": "/nonexistent/vgg16.pth"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "study.run", f"search_spaces/{spec}.yaml", "--dry-run",
-         "--results", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1], env=env,
-    )  # fmt: skip
+def test_paper_scale_studies_validate_with_their_variables_set(
+    tmp_path, bench, init_files, spec, arms
+):
+    result = paper_scale_dry_run(spec, bench, tmp_path, init_files)
     assert result.returncode == 0, result.stderr
     assert [line.split()[1].rstrip(":") for line in result.stdout.splitlines()
             if line.startswith("arm ")] == arms  # fmt: skip
+
+
+@pytest.mark.parametrize("problem", ["missing", "garbage", "other backbone"])
+def test_dry_run_refuses_init_weights_that_would_fail_every_trial(
+    tmp_path, bench, init_files, problem
+):
+    init = dict(init_files)
+    if problem == "missing":
+        init["DEEPLAB_INIT"] = tmp_path / "nowhere.pth"
+        expected = "nowhere.pth: no such file"
+    elif problem == "garbage":
+        (tmp_path / "garbage.pth").write_bytes(os.urandom(4096))
+        init["DEEPLAB_INIT"] = tmp_path / "garbage.pth"
+        expected = "garbage.pth: not a readable PyTorch weights file"
+    else:
+        init["DEEPLAB_INIT"] = init_files["VGG16_INIT"]
+        expected = "vgg16.pth: only 0 of 520 backbone tensors matched"
+    result = paper_scale_dry_run("levels", bench, tmp_path / "results", init)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: search_spaces/levels.yaml: init_weights (arm source_only): ")
+    assert expected in line, line
+    assert not (tmp_path / "results").exists()
 
 
 def test_quickstart_dry_run_prints_the_plan(tmp_path):

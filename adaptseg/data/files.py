@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,18 +135,37 @@ def _random_scale_crop(image, label, size, rng):
 
 
 # --- layouts ----------------------------------------------------------------------------------
+def is_dir(path: Path) -> bool:
+    """``Path.is_dir`` that says False (instead of raising) for a name too long or with a NUL."""
+    return os.path.isdir(path)
+
+
+def is_file(path: Path) -> bool:
+    return os.path.isfile(path)
+
+
 def _root(root: str | Path, what: str) -> Path:
     path = Path(root)
-    if not path.is_dir():
+    if not is_dir(path):
         raise DataError(f"{path}: {what} root does not exist")
     return path
 
 
 def _names_from_list(list_file: str | Path) -> list[str]:
     path = Path(list_file)
-    if not path.is_file():
+    if not is_file(path):
         raise DataError(f"{path}: list file does not exist")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the list file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: the list file is not UTF-8 text") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in names:
+        if "\0" in name or name.startswith("/") or ".." in Path(name).parts:
+            raise DataError(f"{path}: {name[:80]!r} is not a file name inside the data set")
+    return names
 
 
 def _pair(images: list[Path], label_for, what: str, folder: Path) -> list[Sample]:
@@ -153,10 +173,10 @@ def _pair(images: list[Path], label_for, what: str, folder: Path) -> list[Sample
         raise DataError(f"{folder}: no images found for {what}")
     samples = []
     for image in images:
-        if not image.is_file():
+        if not is_file(image):
             raise DataError(f"{image}: image listed for {what} does not exist")
         label = label_for(image) if label_for is not None else None
-        if label is not None and not label.is_file():
+        if label is not None and not is_file(label):
             raise DataError(f"{image}: its label {label} does not exist")
         samples.append(Sample(image, label))
     return samples
@@ -168,7 +188,7 @@ def _flat_samples(
     """Layouts with every image in one folder and its label under the same name in another."""
     root = _root(root, what)
     images_dir = root / images
-    if not images_dir.is_dir():
+    if not is_dir(images_dir):
         raise DataError(f"{images_dir}: {what} {images} folder does not exist")
     if list_file is not None:
         found = [images_dir / name for name in _names_from_list(list_file)]
@@ -199,7 +219,7 @@ def cityscapes_samples(
     """``leftImg8bit/<split>/<city>/*_leftImg8bit.png``, labels in ``gtFine/<split>/<city>/``."""
     root = _root(root, "Cityscapes")
     split_dir = root / "leftImg8bit" / split
-    if not split_dir.is_dir():
+    if not is_dir(split_dir):
         raise DataError(f"{split_dir}: Cityscapes split folder does not exist")
     if list_file is not None:
         images = [split_dir / name for name in _names_from_list(list_file)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import png
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # The DeepLab-v2 (Caffe) init expects BGR, 0-255, minus this BGR mean (official IMG_MEAN).
 CAFFE_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
@@ -28,12 +28,20 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def open_image(path: Path) -> Image.Image:
+    """Decode an image file completely. Any failure of the decoder on foreign bytes (PIL raises
+    many kinds: OSError, SyntaxError, struct.error, a decompression-bomb error...) is the same
+    user error: an unreadable image."""
     try:
         image = Image.open(path)
         image.load()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise DataError(f"{path}: unreadable image ({_reason(exc)})") from None
     return image
 
 
@@ -42,8 +50,13 @@ def read_rgb(path: Path) -> Image.Image:
 
 
 def _png_bit_depth_and_colour(path: Path) -> tuple[int, int] | None:
-    with path.open("rb") as handle:
-        header = handle.read(26)
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(26)
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable label ({_reason(exc)})") from None
+    if len(header) < 26:
+        return None
     if header[:8] != b"\x89PNG\r\n\x1a\n":
         return None
     return header[24], header[25]
@@ -62,8 +75,8 @@ def read_label_ids(path: Path, channel: int = 0) -> np.ndarray:
             width, height, rows, info = png.Reader(filename=str(path)).read()
             planes = info["planes"]
             array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
-        except (png.Error, OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable label ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - as in open_image
+            raise DataError(f"{path}: unreadable label ({_reason(exc)})") from None
         return array.reshape(height, width, planes)[..., channel].astype(np.int64)
     image = open_image(path)
     array = np.asarray(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
     """The random generator of one sample draw: the same wherever and whenever it is loaded."""
     return np.random.default_rng([seed, epoch, position])
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the training process, which stops between steps (a
+    terminal sends SIGINT to every process of the group; a worker that died of it would break
+    the step the trainer is finishing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def loader_generator(seed: int, epoch: int = 0) -> torch.Generator:
+    """A DataLoader's own generator: starting an iterator draws its workers' base seed from it,
+    which would otherwise consume the global torch RNG (and differ after a resume)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
 
 
 class _SeededView(Dataset):
@@ -78,6 +93,8 @@ class InfiniteStream:
             sampler=_Draws(self._order(), self.consumed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
+            worker_init_fn=ignore_interrupts if self.num_workers else None,
+            generator=loader_generator(self.seed, self.epoch),
         )
         return iter(loader)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from adaptseg.models.deeplab import DeeplabMulti
 from adaptseg.models.deeplab_vgg import DeeplabVGG
+from adaptseg.torchfile import TorchFileError, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ def load_init_weights(
     """
     path = Path(path)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is the same user error
-        raise InitWeightsError(f"{path}: cannot read init weights ({exc})") from None
+        raw = read_torch_file(path)
+    except TorchFileError as exc:
+        raise InitWeightsError(f"init weights {exc}") from None
     source = model.init_state(_unwrap(raw, path))
     backbone_keys = set(model.backbone_state_keys())
     own = model.state_dict()
@@ -69,7 +70,6 @@ def load_init_weights(
                 filled[candidate] = tensor
                 break
     total = len(backbone_keys)
-    log.info("init weights %s: %d of %d backbone tensors matched", path, len(filled), total)
     if len(filled) < min_match * total:
         raise InitWeightsError(
             f"{path}: only {len(filled)} of {total} backbone tensors matched "
@@ -79,4 +79,5 @@ def load_init_weights(
     with torch.no_grad():
         for key, tensor in filled.items():
             own[key].copy_(tensor)
+    log.info("init weights %s: %d of %d backbone tensors matched", path, len(filled), total)
     return len(filled), total

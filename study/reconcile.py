@@ -1,0 +1,157 @@
+"""Keep Ray Tune's records and the Optuna database in agreement across kills.
+
+Two repairs, both run by the driver:
+
+* ``repair_snapshots`` before an experiment is restored. Ray Tune writes its experiment snapshot
+  (``experiment_state-<session>.json``) without a temporary file, then the searcher's state; a
+  kill -9 between or during those writes leaves a snapshot that is cut off or ahead of its
+  searcher. Such a session's files are moved into ``.discarded/`` and Ray resumes from the
+  session before it (redoing a little more work, losing none of what the older record holds).
+* ``reconcile_search`` after every search stage (finished or interrupted): each Optuna trial is
+  brought to the state its Ray trial has in the tables (completed -> COMPLETE with its final
+  mIoU, early_stopped -> PRUNED, diverged or errored -> FAIL, running -> RUNNING), and an Optuna
+  trial no Ray trial stands for is FAIL with the attribute ``orphan``. Ray's record wins, as
+  the tables are built from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from study.export import experiment_trials, read_rows, trial_status
+from study.outcomes import load_errored
+from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR, reopen
+
+log = logging.getLogger(__name__)
+SNAPSHOT = "experiment_state-{}.json"
+SESSION_FILES = (
+    SNAPSHOT, "search_gen_state-{}.json", "searcher-state-{}.pkl", "basic-variant-state-{}.json",
+    "callback-states-{}.pkl",
+)  # fmt: skip
+DISCARDED = ".discarded"
+OPTUNA_STATE = {
+    "completed": TrialState.COMPLETE,
+    "early_stopped": TrialState.PRUNED,
+    "diverged": TrialState.FAIL,
+    "errored": TrialState.FAIL,
+    "running": TrialState.RUNNING,
+}
+
+
+def sessions(experiment: Path) -> list[str]:
+    """The run sessions that wrote a snapshot into ``experiment``, newest first."""
+    prefix, suffix = SNAPSHOT.split("{}")
+    names = [p.name for p in experiment.glob(SNAPSHOT.format("*"))]
+    return sorted((n[len(prefix) : -len(suffix)] for n in names), reverse=True)
+
+
+def _load_pickle(path: Path) -> object | None:
+    try:
+        with path.open("rb") as handle:
+            return pickle.load(handle)
+    except Exception:  # noqa: BLE001 - any unreadable file means the same: not usable
+        return None
+
+
+def session_problem(experiment: Path, session: str) -> str | None:
+    """Why a session's snapshot cannot be restored, or None when it can."""
+    try:
+        state = json.loads((experiment / SNAPSHOT.format(session)).read_text())
+        trials = state["trial_data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the snapshot is cut off or unreadable"
+    generator = experiment / f"search_gen_state-{session}.json"
+    if any(experiment.glob("search_gen_state-*.json")):  # an experiment with a searcher
+        counts = _load_pickle(generator)
+        if not isinstance(counts, dict) or "counter" not in counts:
+            return "the search generator's state of this session is missing"
+        if not (experiment / f"searcher-state-{session}.pkl").is_file():
+            return "the searcher's state of this session is missing"
+        if len(trials) != counts["counter"]:
+            return (
+                f"the snapshot holds {len(trials)} trials where its search generator counted "
+                f"{counts['counter']}"
+            )
+    elif any(experiment.glob("basic-variant-state-*.json")):
+        if not (experiment / f"basic-variant-state-{session}.json").is_file():
+            return "the grid generator's state of this session is missing"
+    return None
+
+
+def repair_snapshots(experiment: Path) -> list[str]:
+    """Move the files of sessions whose snapshot cannot be restored (newest first, until one
+    can) into ``.discarded/``; returns the sessions moved."""
+    moved = []
+    for session in sessions(experiment):
+        problem = session_problem(experiment, session)
+        if problem is None:
+            break
+        target = experiment / DISCARDED / session
+        target.mkdir(parents=True, exist_ok=True)
+        for pattern in SESSION_FILES:
+            path = experiment / pattern.format(session)
+            if path.exists():
+                path.rename(target / path.name)
+        log.warning(
+            "%s: the snapshot of run %s cannot be restored (%s, left by a kill); resuming from "
+            "the run before it", experiment.name, session, problem,
+        )  # fmt: skip
+        moved.append(session)
+    return moved
+
+
+def expected_states(experiment: Path, errored: dict[str, str], max_steps: int) -> dict:
+    """Ray trial id -> (Optuna state, value) from the same record the tables are built from."""
+    out = {}
+    for trial in experiment_trials(experiment, errored):
+        rows = read_rows(trial["dir"])
+        status = trial_status(trial["status"], rows, max_steps)
+        select = [r for r in rows if r.get("split", "select") == "select"]
+        value = select[-1].get("miou") if select and status == "completed" else None
+        out[trial["trial_id"]] = (OPTUNA_STATE[status], value)
+    return out
+
+
+def reconcile_search(
+    study_dir: Path, experiments: list[Path], storage_url: str, study_name: str, max_steps: int
+) -> int:
+    """Bring the Optuna study of one arm in line with its Ray experiments; returns how many
+    Optuna trials changed."""
+    errored = load_errored(study_dir)
+    expected: dict = {}
+    for experiment in experiments:
+        expected.update(expected_states(experiment, errored.get(experiment.name, {}), max_steps))
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    changed = 0
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
+        if ray_id is None or trial.user_attrs.get(ORPHAN_ATTR):
+            continue
+        state, value = expected.get(ray_id, (None, None))
+        if state is None:
+            state = TrialState.FAIL
+            storage.set_trial_user_attr(
+                trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
+            )
+        if trial.state == state and (state != TrialState.COMPLETE or trial.value == value):
+            continue
+        reopen(storage, trial._trial_id)
+        if state != TrialState.RUNNING:
+            values = [value] if state == TrialState.COMPLETE else None
+            storage.set_trial_state_values(trial._trial_id, state, values)
+        log.warning(
+            "Optuna trial %d (%s) was %s; Ray's record says %s", trial.number, ray_id,
+            trial.state.name, state.name,
+        )  # fmt: skip
+        changed += 1
+    return changed

@@ -1,0 +1,61 @@
+"""What must hold for a study after any sequence of kills and reruns (issue 12): every planned
+trial ended exactly once, Optuna agrees with the tables, no row twice, a fixed confirm plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from study.reconcile import OPTUNA_STATE
+from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR
+
+
+def planned_cases(root: Path) -> list[tuple[str, int, int]]:
+    plan = json.loads((root / "confirm_plan.json").read_text())
+    return sorted((case["arm"], case["rank"], case["seed"]) for case in plan)
+
+
+def check_study(root: Path, spec: dict) -> dict[str, int]:
+    """Assert the invariants on a finished study directory; returns a few counts."""
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    evals = pd.read_parquet(root / "tables" / "evals.parquet")
+    classes = pd.read_parquet(root / "tables" / "class_iou.parquet")
+    assert trials["trial_id"].is_unique, "a trial appears twice in trials.parquet"
+    assert not (trials["status"] == "running").any(), trials[["arm", "stage", "status"]]
+    search = trials[trials["stage"] == "search"]
+    samples = spec["search"]["num_samples"]
+    for arm in spec["arms"]:
+        assert (search["arm"] == arm).sum() == samples, f"{arm}: not {samples} search trials"
+    confirm = trials[trials["stage"] == "confirm"]
+    ran = sorted(zip(confirm["arm"], confirm["rank"], confirm["seed"]))
+    assert ran == planned_cases(root), "the confirm trials are not the planned ones, once each"
+    assert not evals.duplicated(["trial_id", "step", "split", "model"]).any(), "duplicate evals"
+    assert not classes.duplicated(["trial_id", "step", "split", "model", "class"]).any()
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    disagreements, orphans = [], 0
+    for arm in spec["arms"]:
+        study = optuna.load_study(study_name=f"{spec['name']}-{arm}", storage=storage)
+        assert all(t.state.is_finished() for t in study.trials), f"{arm}: Optuna trial unfinished"
+        linked = {}
+        for trial in study.trials:
+            if trial.user_attrs.get(ORPHAN_ATTR):
+                assert trial.state.name == "FAIL"
+                orphans += 1
+            else:
+                linked[trial.user_attrs.get(RAY_TRIAL_ATTR)] = trial
+        rows = search[search["arm"] == arm]
+        assert set(linked) == set(rows["trial_id"]), f"{arm}: Optuna and Ray name other trials"
+        for row in rows.itertuples():
+            trial = linked[row.trial_id]
+            if trial.state != OPTUNA_STATE[row.status]:
+                disagreements.append((arm, row.trial_id, row.status, trial.state.name))
+            elif row.status == "completed" and trial.value != row.final_miou:
+                disagreements.append((arm, row.trial_id, row.final_miou, trial.value))
+    assert not disagreements, f"Optuna disagrees with trials.parquet: {disagreements}"
+    return {
+        "trials": len(trials), "early_stopped": int((search["status"] == "early_stopped").sum()),
+        "orphans": orphans, "evals": len(evals),
+    }  # fmt: skip
