@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 from adaptseg.config import TrainConfig
-from adaptseg.models import DeeplabMulti, DeeplabVGG
+from adaptseg.models import Generator
 
 D_BETAS = (0.9, 0.99)
 
@@ -16,7 +18,7 @@ def poly_lr(base_lr: float, step: int, schedule_steps: int, power: float) -> flo
     return base_lr * (1.0 - step / schedule_steps) ** power
 
 
-def build_g_optimizer(cfg: TrainConfig, model: DeeplabMulti | DeeplabVGG) -> torch.optim.Optimizer:
+def build_g_optimizer(cfg: TrainConfig, model: Generator) -> torch.optim.Optimizer:
     """Two groups: backbone at ``lr``, heads at ``head_lr_mult * lr`` (official: 10x)."""
     groups = [
         {"params": list(model.backbone_parameters()), "lr": cfg.lr},
@@ -49,7 +51,12 @@ def build_d_optimizer(cfg: TrainConfig, discriminator: nn.Module) -> torch.optim
     )
 
 
-def set_poly_lr(cfg: TrainConfig, step: int, optimizer_g, optimizers_d) -> tuple[float, float]:
+def set_poly_lr(
+    cfg: TrainConfig,
+    step: int,
+    optimizer_g: torch.optim.Optimizer,
+    optimizers_d: Iterable[torch.optim.Optimizer],
+) -> tuple[float, float]:
     """Apply the schedule for ``step`` to every optimiser; returns (lr_g, lr_d)."""
     lr_g = poly_lr(cfg.lr, step, cfg.schedule_steps, cfg.poly_power)
     lr_d = poly_lr(cfg.lr_d, step, cfg.schedule_steps, cfg.poly_power)

@@ -25,6 +25,7 @@ from adaptseg.models.discriminator import enlarge_to_min_size
 from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
 
 LEVELS = ("aux", "main")
+LEVELS_BUILT_FIRST = ("main", "aux")  # D_main is created (and drawn from the RNG) first
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,12 +37,11 @@ class NonFiniteLossError(FloatingPointError):
         self.step, self.losses = step, dict(losses)
 
 
-def set_requires_grad(modules: Iterable[nn.Module | None], flag: bool) -> None:
-    """Freeze or unfreeze every parameter of ``modules`` (None entries are skipped)."""
+def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
+    """Freeze or unfreeze every parameter of ``modules``."""
     for module in modules:
-        if module is not None:
-            for parameter in module.parameters():
-                parameter.requires_grad_(flag)
+        for parameter in module.parameters():
+            parameter.requires_grad_(flag)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -61,10 +61,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _levels(prediction: Mapping[str, Tensor]) -> list[str]:
-    return [level for level in LEVELS if level in prediction]
 
 
 def _first(batch: Any) -> Tensor:
@@ -114,16 +110,19 @@ class Trainer:
         )
         if cfg.init_weights is not None:
             load_init_weights(self.model, cfg.init_weights, cfg.min_init_match)
-        self.d_main = FCDiscriminator(self._d_channels("main"), cfg.ndf)
-        self.d_aux = FCDiscriminator(self._d_channels("aux"), cfg.ndf) if cfg.multi_level else None
+        # The levels G has heads for, in the order their losses are taken (aux, then main).
+        self.levels = tuple(level for level in LEVELS if level == "main" or cfg.multi_level)
+        built = {level: FCDiscriminator(self._d_channels(level), cfg.ndf)
+                 for level in sorted(self.levels, key=LEVELS_BUILT_FIRST.index)}  # fmt: skip
+        self.discriminators = {level: built[level] for level in self.levels}
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
-        for module in self._modules():
+        for module in (self.model, *self.discriminators.values()):
             module.to(self.device, memory_format=memory_format)
         self.model.train()
         self.optimizer_g = build_g_optimizer(cfg, self.model)
-        self.optimizer_d = {
-            "main": build_d_optimizer(cfg, self.d_main),
-            "aux": build_d_optimizer(cfg, self.d_aux) if self.d_aux is not None else None,
+        self.optimizers_d = {
+            level: build_d_optimizer(cfg, discriminator)
+            for level, discriminator in self.discriminators.items()
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         pin = self.device.type == "cuda"
@@ -141,16 +140,10 @@ class Trainer:
         self.train_seconds = 0.0  # training steps only (for throughput)
 
     # ----------------------------------------------------------------------------------------
-    def _modules(self) -> list[nn.Module]:
-        return [m for m in (self.model, self.d_aux, self.d_main) if m is not None]
-
     def _d_channels(self, level: str) -> int:
         if self.cfg.adapt_space == "feature":
             return self.model.feature_channels[level]
         return self.cfg.num_classes
-
-    def _discriminators(self) -> dict[str, FCDiscriminator | None]:
-        return {"aux": self.d_aux, "main": self.d_main}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.amp == "none":
@@ -187,8 +180,7 @@ class Trainer:
     def _discriminate(self, level: str, prediction: dict[str, Tensor], detach: bool) -> Tensor:
         """D's logits for one level: on the softmax of the upsampled output (the paper's output
         space) or on the features the head reads (``adapt_space: feature``)."""
-        discriminator = self._discriminators()[level]
-        assert discriminator is not None
+        discriminator = self.discriminators[level]
         feature = self.cfg.adapt_space == "feature"
         seen = prediction[f"features_{level}" if feature else level]
         seen = seen.detach() if detach else seen
@@ -199,52 +191,72 @@ class Trainer:
     def _backward(self, loss: Tensor) -> None:
         self.scaler.scale(loss / self.cfg.iter_size).backward()
 
-    def _accumulate(self) -> dict[str, Tensor]:
-        """One pass of the official iteration's body; returns its (unweighted) losses."""
-        cfg = self.cfg
-        losses: dict[str, Tensor] = {}
-        source_images, source_labels = next(self.source_stream)
-        source_images = self._to_device(source_images, image=True)
-        source_labels = self._to_device(source_labels.long(), image=False)
-        set_requires_grad(self._discriminators().values(), False)
-
-        pred_src = self._segment(source_images, tuple(source_labels.shape[-2:]))
-        losses["loss_seg_src_main"] = seg_loss(pred_src["main"], source_labels)
+    def _train_on_source(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Train G on source: CE of the main head plus ``lambda_seg_aux`` x CE of the aux head
+        (labels 255 ignored), backward. Returns the upsampled predictions and the losses."""
+        images, labels = next(self.source_stream)
+        images = self._to_device(images, image=True)
+        labels = self._to_device(labels.long(), image=False)
+        prediction = self._segment(images, tuple(labels.shape[-2:]))
+        losses = {"loss_seg_src_main": seg_loss(prediction["main"], labels)}
         total = losses["loss_seg_src_main"]
-        if "aux" in pred_src:
-            losses["loss_seg_src_aux"] = seg_loss(pred_src["aux"], source_labels)
-            total = total + cfg.lambda_seg_aux * losses["loss_seg_src_aux"]
+        if "aux" in prediction:
+            losses["loss_seg_src_aux"] = seg_loss(prediction["aux"], labels)
+            total = total + self.cfg.lambda_seg_aux * losses["loss_seg_src_aux"]
         self._backward(total)
-        if self.target_stream is None:
-            return losses
+        return prediction, losses
 
-        target_images = self._to_device(_first(next(self.target_stream)), image=True)
-        weights = {"aux": cfg.lambda_adv_aux, "main": cfg.lambda_adv_main}
-        adversarial = any(weights[level] > 0 for level in LEVELS if level in pred_src)
+    def _fool_discriminators(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Adversarial training to fool the (frozen) discriminators: each level's D on the
+        target prediction, against the *source* label, weighted by its ``lambda_adv``;
+        backward into G only."""
+        images = self._to_device(_first(next(self.target_stream)), image=True)
+        weights = {"aux": self.cfg.lambda_adv_aux, "main": self.cfg.lambda_adv_main}
+        adversarial = any(weights[level] > 0 for level in self.levels)
         # With every lambda_adv at 0 (the bn_control arm) the target pass only moves BatchNorm
         # statistics and feeds D, so it needs no graph.
+        losses = {}
         with torch.set_grad_enabled(adversarial):
-            pred_trg = self._segment(target_images, tuple(target_images.shape[-2:]))
-            total = pred_trg["main"].new_zeros(())
-            for level in _levels(pred_trg):
-                losses[f"loss_adv_trg_{level}"] = adv_loss(
-                    self._discriminate(level, pred_trg, detach=False), SOURCE_LABEL, cfg.gan
-                )
+            prediction = self._segment(images, tuple(images.shape[-2:]))
+            total = prediction["main"].new_zeros(())
+            for level in self.levels:
+                d_logits = self._discriminate(level, prediction, detach=False)
+                losses[f"loss_adv_trg_{level}"] = adv_loss(d_logits, SOURCE_LABEL, self.cfg.gan)
                 total = total + weights[level] * losses[f"loss_adv_trg_{level}"]
         if adversarial:
             self._backward(total)
+        return prediction, losses
 
-        set_requires_grad(self._discriminators().values(), True)
-        for level in _levels(pred_trg):
-            loss_src = adv_loss(
-                self._discriminate(level, pred_src, detach=True), SOURCE_LABEL, cfg.gan
+    def _train_discriminators(
+        self, source: dict[str, Tensor], target: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Train each level's D on the detached predictions: source = 0, target = 1, each loss
+        halved, backward."""
+        losses = {}
+        for level in self.levels:
+            on_source = adv_loss(
+                self._discriminate(level, source, True), SOURCE_LABEL, self.cfg.gan
             )
-            self._backward(loss_src / 2)
-            loss_trg = adv_loss(
-                self._discriminate(level, pred_trg, detach=True), TARGET_LABEL, cfg.gan
+            self._backward(on_source / 2)
+            on_target = adv_loss(
+                self._discriminate(level, target, True), TARGET_LABEL, self.cfg.gan
             )
-            self._backward(loss_trg / 2)
-            losses[f"loss_d_{level}"] = (loss_src + loss_trg) / 2
+            self._backward(on_target / 2)
+            losses[f"loss_d_{level}"] = (on_source + on_target) / 2
+        return losses
+
+    def _accumulate_one_pass(self) -> dict[str, Tensor]:
+        """The body of the official iteration, once (``iter_size`` passes make one step)."""
+        discriminators = list(self.discriminators.values())
+        set_requires_grad(discriminators, False)
+        prediction_source, losses = self._train_on_source()
+        if self.target_stream is None:
+            set_requires_grad(discriminators, True)
+            return losses
+        prediction_target, adversarial = self._fool_discriminators()
+        set_requires_grad(discriminators, True)
+        losses.update(adversarial)
+        losses.update(self._train_discriminators(prediction_source, prediction_target))
         return losses
 
     def step(self) -> dict[str, float]:
@@ -254,7 +266,7 @@ class Trainer:
             NonFiniteLossError: a loss was NaN or infinite (no optimiser stepped).
         """
         start = time.perf_counter()
-        optimizers_d = [o for o in self.optimizer_d.values() if o is not None]
+        optimizers_d = list(self.optimizers_d.values())
         lr_g, lr_d = set_poly_lr(self.cfg, self.step_count, self.optimizer_g, optimizers_d)
         for optimizer in (self.optimizer_g, *optimizers_d):
             optimizer.zero_grad(set_to_none=True)
@@ -262,7 +274,7 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         try:
             for _ in range(self.cfg.iter_size):
-                for key, value in self._accumulate().items():
+                for key, value in self._accumulate_one_pass().items():
                     sums[key] = sums.get(key, 0.0) + value.detach() / self.cfg.iter_size
         except BaseException:
             # An interrupted step must not have consumed data: a checkpoint taken now resumes
@@ -339,13 +351,9 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
-            "d_main": self.d_main.state_dict(),
-            "d_aux": self.d_aux.state_dict() if self.d_aux is not None else None,
+            "discriminators": {level: d.state_dict() for level, d in self.discriminators.items()},
             "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_d": {
-                level: opt.state_dict() if opt is not None else None
-                for level, opt in self.optimizer_d.items()
-            },
+            "optimizers_d": {level: o.state_dict() for level, o in self.optimizers_d.items()},
             "scaler": self.scaler.state_dict(),
             "streams": self._stream_positions(),
             "rng": rng_state(),
@@ -367,13 +375,11 @@ class Trainer:
 
     def _load(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.d_main.load_state_dict(state["d_main"])
-        if self.d_aux is not None:
-            self.d_aux.load_state_dict(state["d_aux"])
+        for level, discriminator in self.discriminators.items():
+            discriminator.load_state_dict(state["discriminators"][level])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
-        for level, optimizer in self.optimizer_d.items():
-            if optimizer is not None:
-                optimizer.load_state_dict(state["optimizer_d"][level])
+        for level, optimizer in self.optimizers_d.items():
+            optimizer.load_state_dict(state["optimizers_d"][level])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self._restore_stream_positions(state["streams"])

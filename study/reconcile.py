@@ -135,14 +135,17 @@ def reconcile_search(
     changed = 0
     for trial in storage.get_all_trials(study_id, deepcopy=False):
         ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
-        if ray_id is None or trial.user_attrs.get(ORPHAN_ATTR):
-            continue
-        state, value = expected.get(ray_id, (None, None))
-        if state is None:
-            state = TrialState.FAIL
-            storage.set_trial_user_attr(
-                trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
-            )
+        orphan = bool(trial.user_attrs.get(ORPHAN_ATTR))
+        if ray_id is None and trial.state.is_finished():
+            continue  # made before trials carried their Ray id: nothing to compare with
+        if ray_id in expected and not orphan:
+            state, value = expected[ray_id]
+        else:
+            state, value = TrialState.FAIL, None
+            if not orphan:
+                storage.set_trial_user_attr(
+                    trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
+                )
         if trial.state == state and (state != TrialState.COMPLETE or trial.value == value):
             continue
         reopen(storage, trial._trial_id)

@@ -56,10 +56,9 @@ def test_complete_trainer_state_loads_with_weights_only(tmp_path):
     assert state["step"] == 1 and state["compute_seconds"] > 0
     assert {
         "model",
-        "d_main",
-        "d_aux",
+        "discriminators",
         "optimizer_g",
-        "optimizer_d",
+        "optimizers_d",
         "scaler",
         "streams",
         "rng",

@@ -61,8 +61,8 @@ def test_a_vgg16_training_step_on_cpu():
 def test_feature_discriminators_see_the_feature_channels():
     trainer = make_trainer(adapt_space="feature")
     # small preset: conv4 has 64 channels, conv5 128 (ResNet-101: 1024 and 2048)
-    assert trainer.d_aux.features[0].in_channels == 64
-    assert trainer.d_main.features[0].in_channels == 128
+    assert trainer.discriminators["aux"].conv1.in_channels == 64
+    assert trainer.discriminators["main"].conv1.in_channels == 128
     out = trainer.step()
     assert {"loss_adv_trg_main", "loss_adv_trg_aux", "loss_d_main", "loss_d_aux"} <= set(out)
     assert all(torch.isfinite(torch.tensor(v)) for v in out.values())

@@ -33,38 +33,34 @@ def test_step_reports_every_loss_and_lr():
     assert all(torch.isfinite(torch.tensor(v)) for v in out.values())
 
 
-def test_gradient_flow_through_each_phase(monkeypatch):
-    trainer = make_trainer()
-    snapshots = []
-    original = trainer._backward
+def d_grads(trainer) -> list[torch.Tensor | None]:
+    return [g for d in trainer.discriminators.values() for g in grads(d)]
 
-    def recording(loss):
-        original(loss)
-        snapshots.append((grads(trainer.model), grads(trainer.d_main), grads(trainer.d_aux)))
 
-    monkeypatch.setattr(trainer, "_backward", recording)
-    trainer.step()
-    # backward calls: source CE, target adversarial, then per level D-on-source, D-on-target.
-    assert len(snapshots) == 2 + 2 * 2
-    seg, adv, *d_phase = snapshots
-    assert all(g is None for g in seg[1] + seg[2]), "D got gradient from the source CE"
-    assert all(g is None for g in adv[1] + adv[2]), "D got gradient from the adversarial loss"
-    changed = [
-        a is not None and (s is None or not torch.equal(a, s)) for s, a in zip(*[seg[0], adv[0]])
-    ]
-    assert any(changed), "the adversarial loss did not reach G"
-    for phase in d_phase:
-        assert all(
-            (x is None and y is None) or torch.equal(x, y) for x, y in zip(adv[0], phase[0])
-        ), "G got gradient from a discriminator loss"
-    assert all(g is not None and g.abs().sum() > 0 for g in d_phase[-1][1] + d_phase[-1][2])
-    assert all(p.requires_grad for d in (trainer.d_main, trainer.d_aux) for p in d.parameters())
+def test_the_adversarial_loss_trains_g_and_never_d():
+    usual, strong = make_trainer(), make_trainer(lambda_adv_main=0.5, lambda_adv_aux=0.5)
+    usual.step(), strong.step()
+    assert any(not torch.equal(a, b) for a, b in zip(grads(usual.model), grads(strong.model))
+               if a is not None), "the adversarial weight did not change G's gradient"  # fmt: skip
+    for a, b in zip(d_grads(usual), d_grads(strong), strict=True):
+        assert torch.equal(a, b), "D got gradient from the adversarial loss"
+
+
+def test_the_discriminator_losses_train_d_and_never_g(monkeypatch):
+    full, without = make_trainer(), make_trainer()
+    monkeypatch.setattr(without, "_train_discriminators", lambda source, target: {})
+    full.step(), without.step()
+    for a, b in zip(grads(full.model), grads(without.model), strict=True):
+        assert (a is None and b is None) or torch.equal(a, b), "G got gradient from a D loss"
+    assert all(g is not None and g.abs().sum() > 0 for g in d_grads(full))
+    assert all(g is None for g in d_grads(without)), "D got gradient from G's losses"
+    assert all(p.requires_grad for d in full.discriminators.values() for p in d.parameters())
 
 
 @pytest.mark.parametrize("step", [0, 150000, 249999])
 def test_poly_lr_for_both_groups_and_discriminators(step):
     trainer = make_trainer(num_steps=150000, eval_every=5000, lr=2.5e-4, optimizer="sgd")
-    optimizers_d = [trainer.optimizer_d["main"], trainer.optimizer_d["aux"]]
+    optimizers_d = [trainer.optimizers_d["main"], trainer.optimizers_d["aux"]]
     set_poly_lr(trainer.cfg, step, trainer.optimizer_g, optimizers_d)
     factor = (1 - step / 250000) ** 0.9
     groups = trainer.optimizer_g.param_groups
@@ -90,15 +86,16 @@ def test_zero_adversarial_weights_update_g_exactly_like_source_only():
 
 def test_source_only_never_trains_discriminators():
     trainer = make_trainer(use_target=False)
-    before = [p.clone() for p in trainer.d_main.parameters()]
+    before = [p.clone() for p in trainer.discriminators["main"].parameters()]
     out = trainer.step()
     assert set(out) - {"lr", "lr_d"} == {"loss_seg_src_main", "loss_seg_src_aux"}
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.d_main.parameters()))
+    after = trainer.discriminators["main"].parameters()
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
 def test_single_level_skips_aux_head_and_discriminator():
     trainer = make_trainer(multi_level=False)
-    assert trainer.d_aux is None and trainer.model.layer5 is None
+    assert list(trainer.discriminators) == ["main"] and trainer.model.layer5 is None
     out = trainer.step()
     assert not any(k.endswith("_aux") for k in out)
 
@@ -135,8 +132,10 @@ def test_resume_is_exact(tmp_path):
         second.model.state_dict().items(), straight.model.state_dict().values()
     ):
         assert torch.equal(a, b), name
-    for a, b in zip(second.d_main.parameters(), straight.d_main.parameters()):
-        assert torch.equal(a, b)
+    for level in ("aux", "main"):
+        for a, b in zip(second.discriminators[level].parameters(),
+                        straight.discriminators[level].parameters()):  # fmt: skip
+            assert torch.equal(a, b)
     assert second.step_count == 6
 
 
@@ -196,12 +195,14 @@ def test_foreach_and_fused_optimisers_make_the_same_update(optimizer, impl):
     reference = make_trainer(optimizer=optimizer)
     other = make_trainer(optimizer=optimizer, optimizer_impl=impl)
     assert other.optimizer_g.defaults[impl] is True
-    assert other.optimizer_d["main"].defaults[impl] is True
+    assert other.optimizers_d["main"].defaults[impl] is True
     for _ in range(2):
         reference.step(), other.step()
-    for module in ("model", "d_main", "d_aux"):
-        for a, b in zip(getattr(reference, module).parameters(),
-                        getattr(other, module).parameters(), strict=True):  # fmt: skip
+    modules = [(reference.model, other.model)] + [
+        (reference.discriminators[level], other.discriminators[level]) for level in ("aux", "main")
+    ]
+    for ours, theirs in modules:
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -1,8 +1,10 @@
-"""Networks: AdaptSegNet's G (DeeplabMulti) and D (FCDiscriminator); they know no losses."""
+"""Networks: AdaptSegNet's G (DeeplabMulti, DeeplabVGG) and D (FCDiscriminator); they know no
+losses."""
 
-from adaptseg.models.deeplab import BACKBONES, DeeplabMulti, build_generator, output_size
+from adaptseg.models.deeplab import BACKBONES, DeeplabMulti, output_size
 from adaptseg.models.deeplab_vgg import DeeplabVGG
 from adaptseg.models.discriminator import FCDiscriminator
+from adaptseg.models.generator import Generator, build_generator
 from adaptseg.models.pretrained import InitWeightsError, load_init_weights
 
 __all__ = [
@@ -10,6 +12,7 @@ __all__ = [
     "DeeplabMulti",
     "DeeplabVGG",
     "FCDiscriminator",
+    "Generator",
     "InitWeightsError",
     "build_generator",
     "load_init_weights",

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from adaptseg.models.aspp import ClassifierModule
+
 # backbone name -> (block type, blocks per stage, stem width, stage widths)
 BACKBONES: dict[str, tuple[type[nn.Module], tuple[int, ...], int, tuple[int, ...]]] = {
     "resnet101": (Bottleneck, (3, 4, 23, 3), 64, (64, 128, 256, 512)),
@@ -23,32 +25,8 @@ BACKBONES: dict[str, tuple[type[nn.Module], tuple[int, ...], int, tuple[int, ...
     # A CPU preset for tests and the quick-start study: same topology, 1 basic block a stage.
     "small": (BasicBlock, (1, 1, 1, 1), 16, (16, 32, 64, 128)),
 }
-ASPP_DILATIONS = (6, 12, 18, 24)
-
-
-class ClassifierModule(nn.Module):
-    """DeepLab-v2 ASPP: parallel dilated 3x3 convs, summed.
-
-    The official forward returns inside its loop, so only the first two branches (dilation 6
-    and 12) are ever used: ``active_branches=2`` reproduces that (and is needed to evaluate the
-    released checkpoints), ``4`` is the paper's text. All four branches always exist.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, active_branches: int = 2) -> None:
-        super().__init__()
-        self.active_branches = active_branches
-        self.conv2d_list = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d, bias=True)
-            for d in ASPP_DILATIONS
-        )
-        for conv in self.conv2d_list:
-            nn.init.normal_(conv.weight, 0.0, 0.01)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2d_list[0](x)
-        for conv in self.conv2d_list[1 : self.active_branches]:
-            out = out + conv(x)
-        return out
+STAGE_SETTINGS = ((1, 1), (2, 1), (1, 2), (1, 4))  # (stride, dilation) of layer1 .. layer4
+DILATED_STAGES = (2, 4)
 
 
 def _caffe_block(block: nn.Module, stride: int, dilation: int) -> None:
@@ -73,7 +51,10 @@ def _make_stage(
     expansion = block_type.expansion  # type: ignore[attr-defined]
     outplanes = planes * expansion
     downsample = None
-    if stride != 1 or inplanes != outplanes or dilation in (2, 4):
+    # The official condition: a projection shortcut where the shape changes, and in every
+    # dilated stage (layer3, layer4) even where it does not: it matters for the `small` preset,
+    # whose basic blocks keep the width, and the official init files carry these weights.
+    if stride != 1 or inplanes != outplanes or dilation in DILATED_STAGES:
         downsample = nn.Sequential(
             nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
             nn.BatchNorm2d(outplanes),
@@ -131,9 +112,8 @@ class DeeplabMulti(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
         channels = stem
-        stage_settings = ((1, 1), (2, 1), (1, 2), (1, 4))  # (stride, dilation) per stage
         for index, ((stride, dilation), planes, count) in enumerate(
-            zip(stage_settings, widths, blocks, strict=True), start=1
+            zip(STAGE_SETTINGS, widths, blocks, strict=True), start=1
         ):
             stage, channels = _make_stage(block_type, channels, planes, count, stride, dilation)
             setattr(self, f"layer{index}", stage)
@@ -157,7 +137,9 @@ class DeeplabMulti(nn.Module):
                 module.weight.requires_grad_(False)
                 module.bias.requires_grad_(False)
 
-    def forward(self, x: Tensor, return_features: bool = False):
+    def forward(
+        self, x: Tensor, return_features: bool = False
+    ) -> tuple[Tensor | None, Tensor] | tuple[Tensor | None, Tensor, dict[str, Tensor]]:
         """``(logits_aux, logits_main)``; with ``return_features`` also the maps each head reads,
         ``{"aux": conv4, "main": conv5}`` (for feature-level adaptation)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -201,23 +183,6 @@ class DeeplabMulti(nn.Module):
             for k in self.state_dict()
             if k.startswith(prefixes) and not k.endswith("num_batches_tracked")
         ]
-
-
-def build_generator(
-    num_classes: int,
-    backbone: str,
-    multi_level: bool = True,
-    aspp_branches: int = 2,
-    bn_mode: str = "train",
-) -> nn.Module:
-    """G for a backbone name: ``DeeplabMulti`` for the ResNets, ``DeeplabVGG`` for ``vgg16``."""
-    if backbone == "vgg16":
-        from adaptseg.models.deeplab_vgg import DeeplabVGG
-
-        if multi_level:
-            raise ValueError("backbone vgg16 is single-level (one head): set multi_level false")
-        return DeeplabVGG(num_classes, aspp_branches)
-    return DeeplabMulti(num_classes, backbone, multi_level, aspp_branches, bn_mode)
 
 
 def output_size(size: tuple[int, int], model: DeeplabMulti | None = None) -> tuple[int, int]:

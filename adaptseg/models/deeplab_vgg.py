@@ -14,12 +14,13 @@ from collections.abc import Iterator, Mapping
 from torch import Tensor, nn
 from torchvision.models import vgg16
 
-from adaptseg.models.deeplab import ClassifierModule
+from adaptseg.models.aspp import ClassifierModule
 
 POOL4_INDEX = 23  # torchvision's vgg16().features[23]; the official model drops it and pool5
 CONV5_TORCHVISION = (24, 26, 28)  # conv5_1..3 in torchvision's numbering
 CONV5_OFFICIAL = (23, 25, 27)  # ... and in the official model's, once pool4 is gone
 FC_CHANNELS = 1024
+FC_LAYERS_FROM_END = (4, 2)  # fc6 and fc7 in `features`: conv, ReLU, conv, ReLU at the end
 
 
 class DeeplabVGG(nn.Module):
@@ -44,7 +45,9 @@ class DeeplabVGG(nn.Module):
         self.backbone_name = "vgg16"
         self.multi_level = False
 
-    def forward(self, x: Tensor, return_features: bool = False):
+    def forward(
+        self, x: Tensor, return_features: bool = False
+    ) -> tuple[Tensor | None, Tensor] | tuple[Tensor | None, Tensor, dict[str, Tensor]]:
         features = self.features(x)
         logits = self.classifier(features)
         if return_features:
@@ -60,7 +63,7 @@ class DeeplabVGG(nn.Module):
     def backbone_state_keys(self) -> list[str]:
         """The 13 VGG-16 convolutions (fc6 and fc7 are new layers, random as in the official
         model, whose fc layers are not converted from the ImageNet classifier)."""
-        fc_layers = {len(self.features) - 4, len(self.features) - 2}  # fc6, fc7
+        fc_layers = {len(self.features) - offset for offset in FC_LAYERS_FROM_END}
         return [
             key for key in self.state_dict()
             if key.startswith("features.") and int(key.split(".")[1]) not in fc_layers

@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from adaptseg.models.deeplab import DeeplabMulti
-from adaptseg.models.deeplab_vgg import DeeplabVGG
+from adaptseg.models.generator import Generator
 from adaptseg.torchfile import TorchFileError, read_torch_file
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def _candidate_keys(key: str) -> list[str]:
 
 
 def load_init_weights(
-    model: DeeplabMulti | DeeplabVGG, path: str | Path, min_match: float = 0.95
+    model: Generator, path: str | Path, min_match: float = 0.95
 ) -> tuple[int, int]:
     """Copy backbone tensors from ``path`` into ``model``; heads stay random.
 
