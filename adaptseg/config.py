@@ -6,13 +6,32 @@ deviation from it is an option with a name. Image sizes are written HxW everywhe
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from adaptseg.schema import (
+    Fraction,
+    KeyProblem,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    closest_key,
+    describe,
+    key_name,
+)
 
 Size = tuple[int, int]
 
@@ -37,7 +56,10 @@ def parse_size(value: Any) -> Size:
 
 
 class TrainConfig(BaseModel):
-    """All knobs of one AdaptSegNet run (flat, so study YAMLs and ``--set`` name them directly)."""
+    """All knobs of one AdaptSegNet run (flat, so study YAMLs and ``--set`` name them directly).
+
+    The defaults are the official code's; ``docs/config.md`` (generated from this class by
+    ``python -m adaptseg.reference``) says what each key means."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -55,133 +77,76 @@ class TrainConfig(BaseModel):
     random_scale: bool = False
     eval_split: Literal["select", "report", "all"] = "select"
     eval_classes: Literal["auto", 19, 13] = "auto"
-    eval_limit: int | None = None
-    num_workers: int = 4
+    eval_limit: PositiveInt | None = None
+    num_workers: NonNegativeInt = 4
     # --- model --------------------------------------------------------------------------
     backbone: Literal["resnet101", "resnet50", "small", "vgg16"] = "resnet101"
-    num_classes: int = 19
+    num_classes: PositiveInt = 19
     multi_level: bool = True
     aspp_branches: Literal[2, 4] = 2
     bn_mode: Literal["train", "frozen"] = "train"
     align_corners: bool = True
-    ndf: int = 64
+    ndf: PositiveInt = 64
     init_weights: str | None = None
-    min_init_match: float = 0.95
+    min_init_match: Fraction = 0.95
     # --- losses -------------------------------------------------------------------------
     use_target: bool = True
     adapt_space: Literal["output", "feature"] = "output"
     gan: Literal["vanilla", "ls"] = "vanilla"
-    lambda_seg_aux: float = 0.1
-    lambda_adv_aux: float = 0.0002
-    lambda_adv_main: float = 0.001
+    lambda_seg_aux: NonNegativeFloat = 0.1
+    lambda_adv_aux: NonNegativeFloat = 0.0002
+    lambda_adv_main: NonNegativeFloat = 0.001
     # --- optimisation -------------------------------------------------------------------
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 2.5e-4
-    head_lr_mult: float = 10.0
-    lr_d: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    schedule_steps: int = 250000
-    num_steps: int = 150000
-    batch_size: int = 1
-    iter_size: int = 1
+    lr: PositiveFloat = 2.5e-4
+    head_lr_mult: PositiveFloat = 10.0
+    lr_d: PositiveFloat = 1e-4
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    poly_power: NonNegativeFloat = 0.9
+    schedule_steps: PositiveInt = 250000
+    num_steps: PositiveInt = 150000
+    batch_size: PositiveInt = 1
+    iter_size: PositiveInt = 1
     # --- run ----------------------------------------------------------------------------
-    seed: int = 1234
+    seed: Seed = 1234
     deterministic: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     optimizer_impl: Literal["default", "foreach", "fused"] = "default"
     cudnn_benchmark: bool = False
-    eval_every: int = 5000
-    checkpoint_every: int = 5000
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    eval_every: PositiveInt = 5000
+    checkpoint_every: PositiveInt = 5000
+    keep_checkpoints: PositiveInt = 2
+    log_every: PositiveInt = 10
 
     @field_validator("input_size_source", "input_size_target", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Size:
         return parse_size(value)
 
-    @field_validator(
-        "num_classes", "ndf", "schedule_steps", "num_steps", "batch_size", "iter_size",
-        "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-    )  # fmt: skip
-    @classmethod
-    def _positive_int(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError(f"expected a positive integer, got {value}")
-        return value
-
-    @field_validator("lr", "lr_d", "head_lr_mult")
-    @classmethod
-    def _positive_float(cls, value: float) -> float:
-        if not value > 0:
-            raise ValueError(f"expected a positive number, got {value}")
-        return value
-
-    @field_validator(
-        "lambda_seg_aux", "lambda_adv_aux", "lambda_adv_main", "momentum", "weight_decay",
-        "poly_power",
-    )  # fmt: skip
-    @classmethod
-    def _non_negative(cls, value: float) -> float:
-        if not value >= 0:
-            raise ValueError(f"expected a number >= 0, got {value}")
-        return value
-
-    @field_validator("num_workers")
-    @classmethod
-    def _workers(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"expected an integer >= 0, got {value}")
-        return value
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, value: int) -> int:
-        if not 0 <= value < 2**32:
-            raise ValueError(f"expected an integer in [0, 2**32), got {value}")
-        return value
-
-    @field_validator("eval_limit")
-    @classmethod
-    def _eval_limit(cls, value: int | None) -> int | None:
-        if value is not None and value <= 0:
-            raise ValueError(f"expected a positive integer or null, got {value}")
-        return value
-
-    @field_validator("min_init_match")
-    @classmethod
-    def _fraction(cls, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"expected a fraction between 0 and 1, got {value}")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.num_steps > self.schedule_steps:
-            raise _KeyProblem(
+            raise KeyProblem(
                 "num_steps",
                 f"expected num_steps <= schedule_steps ({self.schedule_steps}), "
                 f"got {self.num_steps}",
             )
         if self.eval_every > self.num_steps:
-            raise _KeyProblem(
+            raise KeyProblem(
                 "eval_every",
                 f"expected eval_every <= num_steps ({self.num_steps}), got {self.eval_every}",
             )
         if self.backbone == "vgg16" and self.multi_level:
-            raise _KeyProblem(
+            raise KeyProblem(
                 "multi_level",
                 "expected false with backbone vgg16 (DeepLab-VGG16 has one head), got true",
             )
-        if self.momentum >= 1.0:
-            raise _KeyProblem("momentum", f"expected a number in [0, 1), got {self.momentum}")
         for kind, root_key in (("source", "source_root"), ("target", "target_root")):
             if getattr(self, kind) != "random" and getattr(self, root_key) is None:
-                raise _KeyProblem(
+                raise KeyProblem(
                     root_key, f"expected a directory for {kind}={getattr(self, kind)!r}, got null"
                 )
         return self
@@ -202,38 +167,7 @@ class TrainConfig(BaseModel):
         return out
 
 
-class _KeyProblem(ValueError):
-    """Raised inside a model validator to blame one key (pydantic would blame the root)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-
 FIELDS: tuple[str, ...] = tuple(TrainConfig.model_fields)
-
-
-def closest_key(key: str, choices: Iterable[str]) -> str:
-    """A ' (did you mean `x`?)' hint, or ''."""
-    if not isinstance(key, str):
-        return ""
-    match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean `{match[0]}`?)" if match else ""
-
-
-def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
-    message = str(error.get("msg", "invalid value"))
-    message = message.removeprefix("Value error, ")
-    ctx = error.get("ctx") or {}
-    if isinstance(ctx.get("error"), _KeyProblem):
-        return ctx["error"].key, ctx["error"].message
-    if error.get("type") == "literal_error":
-        message = f"expected one of {ctx.get('expected', '')}, got {error.get('input')!r}"
-    if error.get("type", "").endswith("_type"):
-        message = f"{message}, got {error.get('input')!r}"
-    return loc or "<root>", message
 
 
 def build_config(values: Mapping[str, Any], origin: str = "<config>") -> TrainConfig:
@@ -241,13 +175,11 @@ def build_config(values: Mapping[str, Any], origin: str = "<config>") -> TrainCo
     unknown = [k for k in values if k not in FIELDS]
     if unknown:
         key = unknown[0]
-        raise ConfigError(f"{origin}: unknown key `{key}`{closest_key(key, FIELDS)}")
+        raise ConfigError(f"{origin}: unknown key `{key_name(key)}`{closest_key(key, FIELDS)}")
     try:
         return TrainConfig(**values)
-    except _KeyProblem as problem:
-        raise ConfigError(f"{origin}: key `{problem.key}`: {problem.message}") from None
     except ValidationError as exc:
-        key, message = _describe(exc.errors()[0])
+        key, message = describe(exc.errors(), TrainConfig)
         raise ConfigError(f"{origin}: key `{key}`: {message}") from None
 
 

@@ -3,7 +3,7 @@
     python benchmarks/fast_miou.py [data/synthetic] [--steps 600] [--seeds 0,1,2]
         [--json benchmarks/results/fast_miou.json]
 
-Trains the single-level arm of ``python -m adaptseg.data.gap`` (the small preset, lambda_adv
+Trains the single-level arm of ``python benchmarks/gap.py`` (the small preset, lambda_adv
 0.005) with every seed, once faithful and once with the fast mode's keys (benchmarks/step.py
 ``FAST``), and evaluates each on the whole target val set. The fast mode matches "within noise"
 when the difference of the means is smaller than the larger seed-to-seed spread of the two.
@@ -20,9 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import emit
+from gap import ARMS, Job, train_and_evaluate
 from step import FAST
 
-from adaptseg.data.gap import ARMS, train_and_evaluate
 from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_benchmark(args.root, 0, size, counts)
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [
-        (args.root, mode, ARMS["single_level"], seed, args.steps, size, overrides(mode))
+        Job(args.root, mode, ARMS["single_level"], seed, args.steps, size, overrides(mode))
         for seed in seeds
         for mode in ("faithful", "fast")
     ]

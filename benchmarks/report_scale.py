@@ -9,15 +9,19 @@ every evaluation has 19 per-class IoUs.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import emit
 
+# The made-up studies come from the tests' fixture module.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fabricate import ARMS, fabricate  # noqa: E402
+
 from reports.build import build
 from study.export import export
-from study.fabricate import ARMS, fabricate
 
 
 def measure(trials: int, evals: int) -> dict:

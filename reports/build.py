@@ -23,8 +23,9 @@ import yaml
 from adaptseg.fileio import atomic_write_text
 from reports import figures
 from reports.stats import Interval, mean_ci, paired_difference
+from study.spec import StudySpec, baseline_arms
 
-BASELINES = ("source_only", "bn_control")
+BASELINE_ORDER = ("source_only", "bn_control")  # roles, bottom first (study.spec.baseline_arms)
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222}
 h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #ddd}
@@ -48,11 +49,12 @@ class Report:
         self.evals = pd.read_parquet(tables / "evals.parquet")
         self.class_iou = pd.read_parquet(tables / "class_iou.parquet")
         self.spec_text = (study_dir / "study.yaml").read_text()
-        self.spec = yaml.safe_load(self.spec_text)
+        self.spec = StudySpec.model_validate(yaml.safe_load(self.spec_text))
         provenance = study_dir / "provenance.json"
         self.provenance = json.loads(provenance.read_text()) if provenance.exists() else {}
-        self.arms = list(self.spec["arms"])
-        self.space = self.spec.get("search", {}).get("space", {})
+        self.arms = list(self.spec.arms)
+        roles = baseline_arms(self.spec)
+        self.baselines = [roles[role] for role in BASELINE_ORDER if role in roles]
         self.figure_count = 0
 
     # --- helpers ---------------------------------------------------------------------------
@@ -69,9 +71,7 @@ class Report:
         """Per arm, seed -> report-split mIoU of the rank-0 config (``model``: final or
         best_on_select)."""
         column = f"report_miou_{model}"
-        rows = self.trials[
-            (self.trials["stage"] == "confirm") & (self.trials["rank"].fillna(0) == 0)
-        ]
+        rows = self.trials[(self.trials["stage"] == "confirm") & (self.trials["rank"] == 0)]
         out: dict[str, dict[int, float]] = {}
         for row in rows.itertuples():
             value = getattr(row, column)
@@ -88,7 +88,7 @@ class Report:
         head = (
             "<tr><th>arm</th><th>seeds</th><th>mIoU, best-on-select (report)</th>"
             "<th>mIoU, final model (report)</th>"
-            + "".join(f"<th>minus {b} (paired)</th>" for b in BASELINES)
+            + "".join(f"<th>minus {esc(b)} (paired)</th>" for b in self.baselines)
             + "</tr>"
         )
         body, verdicts = [], []
@@ -101,9 +101,10 @@ class Report:
                 _interval(mean_ci(list(scores[arm].values()))),
                 _interval(mean_ci(list(finals.get(arm, {}).values()))),
             ]
-            for base in BASELINES:
-                # source_only is the bottom baseline: it is never compared against bn_control
-                skip = arm in BASELINES and BASELINES.index(arm) <= BASELINES.index(base)
+            for base in self.baselines:
+                # the source-only arm is the bottom baseline: never compared against the control
+                order = self.baselines
+                skip = arm in order and order.index(arm) <= order.index(base)
                 if skip or base not in scores:
                     cells.append("")
                     continue
@@ -130,15 +131,17 @@ class Report:
         )
 
     def per_class(self) -> str:
+        best = self.trials[(self.trials["stage"] == "confirm") & (self.trials["rank"] == 0)]
         rows = self.class_iou[
-            (self.class_iou["stage"] == "confirm")
+            self.class_iou["trial_id"].isin(best["trial_id"])
             & (self.class_iou["split"] == "report")
             & (self.class_iou["model"] == "best_on_select")
         ]
         if rows.empty:
             return "<p>No confirm-stage per-class results yet.</p>"
         classes = list(dict.fromkeys(self.class_iou["class"]))
-        return self.figure(figures.class_heatmaps(rows, self.arms, classes))
+        base = self.baselines[0] if self.baselines else None
+        return self.figure(figures.class_heatmaps(rows, self.arms, classes, base))
 
     def curves(self) -> str:
         if self.evals.empty:
@@ -146,11 +149,12 @@ class Report:
         return self.figure(figures.learning_curves(self.evals, self.trials, self.arms))
 
     def hyperparameters(self) -> str:
-        logs = {name for name, dist in self.space.items() if dist.get("log_uniform") is not None}
-        numeric = [n for n, d in self.space.items() if d.get("categorical") is None]
+        space = self.spec.search.space
+        logs = {name for name, dist in space.items() if dist.kind == "log_uniform"}
+        numeric = [name for name, dist in space.items() if dist.kind != "categorical"]
         parts = []
         for arm in self.arms:
-            params = [n for n in numeric if arm in (self.space[n].get("arms") or self.arms)]
+            params = [name for name in numeric if name in self.spec.searched(arm)]
             has_rows = ((self.trials["arm"] == arm) & (self.trials["stage"] == "search")).any()
             if params and has_rows:
                 parts.append(
@@ -165,7 +169,7 @@ class Report:
         values: dict[str, dict[str, float]] = {}
         notes = []
         for arm in self.arms:
-            result = _importance(self.trials, arm, self.space, self.arms)
+            result = _importance(self.trials, arm, self.spec)
             if isinstance(result, str):
                 notes.append(f"{esc(arm)}: {esc(result)}")
             else:
@@ -200,8 +204,8 @@ class Report:
         if not adversarial:
             return "<p>No adversarial trials.</p>"
         text = (
-            "<p class='note'>Adversarial trials only (not source_only, nor bn_control, whose "
-            "D trains unopposed). Flagged: vanilla-GAN trials whose main D loss left the "
+            "<p class='note'>Adversarial trials only (not the source-only or control arms, "
+            "whose D trains unopposed). Flagged: vanilla-GAN trials whose main D loss left the "
             "0.2-0.5 band the authors describe (LS-GAN's scale differs and is not flagged).</p>"
         )
         listing = (
@@ -250,7 +254,7 @@ class Report:
             ("Provenance", self.provenance_section()),
         ]
         body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections)
-        name = esc(self.spec.get("name", "study"))
+        name = esc(self.spec.name)
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>{name}: AdaptSegNet ablation report</title><style>{CSS}</style>"
@@ -267,7 +271,7 @@ def _interval(interval: Interval, signed: bool = False) -> str:
         return "-"
     sign = "+" if signed else ""
     if interval.n < 2 or math.isnan(interval.low):
-        return f"{interval.mean:{sign}.4f}"
+        return f"{interval.mean:{sign}.4f} ({interval.n} seed: no interval)"
     return f"{interval.mean:{sign}.4f} [{interval.low:{sign}.4f}, {interval.high:{sign}.4f}]"
 
 
@@ -286,14 +290,13 @@ def _verdict(arm: str, base: str, diff: Interval) -> str:
     )
 
 
-def _importance(
-    trials: pd.DataFrame, arm: str, space: dict, arms: list[str]
-) -> dict[str, float] | str:
-    """optuna.importance on the arm's completed search trials, rebuilt from the table."""
+def _importance(trials: pd.DataFrame, arm: str, spec: StudySpec) -> dict[str, float] | str:
+    """optuna.importance (PED-ANOVA) on the arm's completed search trials, rebuilt from the
+    table."""
     import optuna
 
-    names = [n for n, d in space.items() if arm in (d.get("arms") or arms)]
-    if len(names) < 2:
+    searched = spec.searched(arm)
+    if len(searched) < 2:
         return "fewer than two searched parameters"
     rows = trials[
         (trials["arm"] == arm) & (trials["stage"] == "search") & (trials["status"] == "completed")
@@ -301,32 +304,20 @@ def _importance(
     if len(rows) < 3:
         return f"{len(rows)} completed search trials; importance needs at least 3"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {n: _distribution(space[n]) for n in names}
+    distributions = {name: dist.to_optuna() for name, dist in searched.items()}
     study = optuna.create_study(direction="maximize")
     for row in rows.itertuples():
-        params = {n: getattr(row, n) for n in names}
+        params = {name: getattr(row, name) for name in searched}
         study.add_trial(
             optuna.trial.create_trial(
                 params=params, distributions=distributions, value=float(row.final_miou)
             )
         )
     try:
-        return optuna.importance.get_param_importances(study)
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        return optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as exc:
         return f"importance failed: {exc}"
-
-
-def _distribution(dist: dict):
-    import optuna
-
-    if dist.get("categorical") is not None:
-        return optuna.distributions.CategoricalDistribution(dist["categorical"])
-    if dist.get("int") is not None:
-        return optuna.distributions.IntDistribution(*dist["int"])
-    low, high = dist.get("log_uniform") or dist.get("uniform")
-    return optuna.distributions.FloatDistribution(
-        low, high, log=dist.get("log_uniform") is not None
-    )
 
 
 def build(study_dir: Path, output: Path | None = None) -> Path:

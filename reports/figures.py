@@ -27,16 +27,19 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
     return fig
 
 
-def class_heatmaps(class_iou: pd.DataFrame, arms: list[str], classes: list[str]) -> go.Figure:
-    """Mean IoU per arm x class, and the delta to source_only (report split, confirm)."""
+def class_heatmaps(
+    class_iou: pd.DataFrame, arms: list[str], classes: list[str], baseline: str | None
+) -> go.Figure:
+    """Mean IoU per arm x class, and the delta to the ``baseline`` arm (report split,
+    confirm)."""
     table = class_iou.groupby(["arm", "class"])["iou"].mean().unstack("class")
     table = table.reindex(index=[a for a in arms if a in table.index], columns=classes)
-    has_base = "source_only" in table.index
+    has_base = baseline is not None and baseline in table.index
     fig = make_subplots(
         rows=2 if has_base else 1,
         cols=1,
         vertical_spacing=0.18,
-        subplot_titles=["IoU per class", "IoU minus source_only"][: 2 if has_base else 1],
+        subplot_titles=["IoU per class", f"IoU minus {baseline}"][: 2 if has_base else 1],
     )
     fig.add_trace(
         go.Heatmap(
@@ -53,7 +56,7 @@ def class_heatmaps(class_iou: pd.DataFrame, arms: list[str], classes: list[str])
         col=1,
     )
     if has_base:
-        delta = table - table.loc["source_only"]
+        delta = table - table.loc[baseline]
         bound = float(np.nanmax(np.abs(delta.values))) if delta.size else 1.0
         bound = bound if math.isfinite(bound) and bound > 0 else 1.0
         fig.add_trace(

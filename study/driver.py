@@ -1,18 +1,17 @@
-"""Runs the stages of a study on Ray Tune: a search per arm, then one confirm stage."""
+"""Runs the stages of a study on Ray Tune: a search per arm, then one confirm stage.
+
+The Ray plumbing lives here; what to run next is decided by the pure functions of
+``study.selection`` on plain trial records.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib.metadata
 import json
 import logging
-import math
 import os
-import platform
 import signal
-import statistics
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,23 @@ from study.plan import (
     StudyPaths,
     search_experiment,
 )
+from study.provenance import write_provenance
 from study.reconcile import reconcile_search, repair_snapshots, sessions
 from study.search import make_search
+from study.selection import (
+    TrialRecord,
+    confirm_cases,
+    missing_cases,
+    pick_top,
+    planned,
+    summarise,
+)
 from study.spec import SpecError, StudySpec, arm_config
 from study.trainable import train_trial
 
 log = logging.getLogger("study.driver")
 FINISHED = {"TERMINATED", "ERROR"}
+CONFIRM_ATTEMPTS = 3
 
 
 def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None:
@@ -92,11 +101,20 @@ class ErroredTrials(tune.Callback):
         update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
 
 
+def trial_records(grid: tune.ResultGrid) -> list[TrialRecord]:
+    """A Ray result grid as plain records (the only place selection meets Ray's types)."""
+    records = []
+    for result in grid:
+        history = result.metrics_dataframe
+        rows = history.to_dict("records") if history is not None else []
+        trial_id = (result.metrics or {}).get("trial_id", "")
+        records.append(TrialRecord(trial_id, result.config or {}, rows, result.error is not None))
+    return records
+
+
 def _trainable(spec: StudySpec, gpus: float) -> Any:
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": gpus}
-    return tune.with_resources(
-        tune.with_parameters(train_trial, spec=spec.model_dump(mode="json")), resources
-    )
+    return tune.with_resources(tune.with_parameters(train_trial, spec=spec.dump()), resources)
 
 
 def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig:
@@ -110,7 +128,9 @@ def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig
     )
 
 
-def _fit(paths: StudyPaths, name: str, trainable: Any, make_tuner) -> tune.ResultGrid:
+def _fit(
+    paths: StudyPaths, name: str, trainable: Any, make_tuner: Callable[[], tune.Tuner]
+) -> list[TrialRecord]:
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
     path = paths.experiment(name)
     restorable = tune.Tuner.can_restore(path)
@@ -134,13 +154,14 @@ def _fit(paths: StudyPaths, name: str, trainable: Any, make_tuner) -> tune.Resul
     ]
     if any(status not in FINISHED for status in statuses):
         raise Interrupted(path)
-    return grid
+    return trial_records(grid)
 
 
-def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tune.ResultGrid:
+def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> list[TrialRecord]:
     cfg = arm_config(spec, arm)
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
+    name = search_experiment(arm)
 
     def new() -> tune.Tuner:
         scheduler = None
@@ -162,55 +183,27 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> tun
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, search_experiment(arm)),
+            run_config=_run_config(spec, paths, name),
         )
 
     try:
-        return _fit(paths, search_experiment(arm), trainable, new)
+        return _fit(paths, name, trainable, new)
     finally:
         if paths.storage is None:
             changed = reconcile_search(
-                paths.root, [Path(paths.experiment(search_experiment(arm)))], paths.optuna_url,
+                paths.root, [Path(paths.experiment(name))], paths.optuna_url,
                 f"{spec.name}-{arm}", cfg.num_steps,
             )  # fmt: skip
             if changed:
                 log.info("search %s: %d Optuna trial(s) brought in line with Ray", arm, changed)
 
 
-def _sampled(config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k in spec.search.space}
-
-
-def pick_top(spec: StudySpec, arm: str, grid: tune.ResultGrid) -> list[dict[str, Any]]:
-    """The arm's top_k configs: trials that trained to the end, ranked by their final select
-    mIoU (a partial trial's score is not comparable); if none did, by their best mIoU."""
-    num_steps = arm_config(spec, arm).num_steps
-    rows = []
-    for result in grid:
-        if result.error is not None or not result.metrics or result.config is None:
-            continue
-        history = result.metrics_dataframe
-        mious = [m for m in history.get("miou", []) if isinstance(m, float) and math.isfinite(m)]
-        if not mious:
-            continue
-        full = result.metrics.get("step", 0) >= num_steps
-        score = result.metrics["miou"] if full else max(mious)
-        if not isinstance(score, float) or not math.isfinite(score):
-            continue
-        rows.append(
-            (full, score, result.metrics.get("trial_id", ""), _sampled(result.config, spec))
-        )
-    rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
-    return [params for *_, params in rows[: spec.confirm.top_k]]
-
-
 def confirm_plan(
-    spec: StudySpec, paths: StudyPaths, grids: dict[str, tune.ResultGrid]
+    spec: StudySpec, paths: StudyPaths, searches: dict[str, list[TrialRecord]]
 ) -> list[dict]:
     """Fixed on first use (saved), so a resumed confirm stage runs exactly the same trials."""
     if paths.confirm_plan.exists():
         return json.loads(paths.confirm_plan.read_text())
-    cases = []
 
     # Most expensive arms first (multi-level, then adversarial), so no long trial runs alone
     # at the end while the other slots idle.
@@ -218,12 +211,16 @@ def confirm_plan(
         cfg = arm_config(spec, arm)
         return (not cfg.multi_level, not cfg.use_target)
 
-    for arm, grid in sorted(grids.items(), key=lambda item: cost(item[0])):
-        for rank, params in enumerate(pick_top(spec, arm, grid)):
-            for seed in spec.confirm.seeds:
-                cases.append(
-                    {"arm": arm, "stage": "confirm", "rank": rank, "seed": seed, **params}
-                )
+    picks = {
+        arm: pick_top(
+            searches[arm],
+            list(spec.searched(arm)),
+            arm_config(spec, arm).num_steps,
+            spec.confirm.top_k,
+        )  # fmt: skip
+        for arm in sorted(searches, key=cost)
+    }
+    cases = confirm_cases(picks, spec.confirm.seeds)
     atomic_write_text(paths.confirm_plan, json.dumps(cases, indent=2) + "\n")
     return cases
 
@@ -234,44 +231,29 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
     for case in cases:
         if case["rank"] != 0 or case["seed"] != spec.confirm.seeds[0]:
             continue
-        cfg = arm_config(spec, case["arm"], _sampled(case, spec))
+        sampled = {k: v for k, v in case.items() if k in spec.search.space}
+        cfg = arm_config(spec, case["arm"], sampled)
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=True)
         atomic_write_text(paths.best_configs / f"{case['arm']}.yaml", text)
 
 
-CONFIRM_ATTEMPTS = 3
-
-
-def _planned(case: dict) -> tuple[str, int, int]:
-    return case["arm"], case["rank"], case["seed"]
-
-
-def _finished_cases(grids: list[tune.ResultGrid]) -> set[tuple[str, int, int]]:
-    done = set()
-    for grid in grids:
-        for result in grid:
-            case = (result.config or {}).get("case")
-            if result.error is None and case is not None:
-                done.add(_planned(case))
-    return done
-
-
 def run_confirm(
     spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float
-) -> list[tune.ResultGrid]:
+) -> list[TrialRecord]:
     """The confirm cases as a grid. A kill -9 just after Tune created the grid can leave an
     experiment that restores with fewer trials than planned (one trial recorded without its
     config, the other variants never created); the cases still missing then run in a further
     experiment (``confirm-2``, ``confirm-3``), so every planned case runs exactly once."""
     trainable = _trainable(spec, gpus)
-    grids: list[tune.ResultGrid] = []
+    records: list[TrialRecord] = []
     for attempt in range(CONFIRM_ATTEMPTS):
         name = CONFIRM_EXPERIMENT if attempt == 0 else f"{CONFIRM_EXPERIMENT}-{attempt + 1}"
-        missing = [c for c in cases if _planned(c) not in _finished_cases(grids)]
+        missing = set(missing_cases(cases, records))
         if attempt and not missing and not tune.Tuner.can_restore(paths.experiment(name)):
             break
+        todo = [case for case in cases if planned(case) in missing]
 
-        def new(todo: list[dict] = missing, name: str = name) -> tune.Tuner:
+        def new(todo: list[dict] = todo, name: str = name) -> tune.Tuner:
             return tune.Tuner(
                 trainable,
                 param_space={"case": tune.grid_search(todo)},
@@ -283,83 +265,19 @@ def run_confirm(
                 run_config=_run_config(spec, paths, name),
             )
 
-        grids.append(_fit(paths, name, trainable, new))
-    return grids
+        records += _fit(paths, name, trainable, new)
+    return records
 
 
-def check_confirm_complete(grids: list[tune.ResultGrid], cases: list[dict]) -> None:
+def check_confirm_complete(records: list[TrialRecord], cases: list[dict]) -> None:
     """Every planned confirm trial must have finished: never report an ablation with holes."""
-    done = _finished_cases(grids)
-    missing = [_planned(c) for c in cases if _planned(c) not in done]
+    missing = missing_cases(cases, records)
     if missing:
         shown = ", ".join(f"{arm} rank {rank} seed {seed}" for arm, rank, seed in missing)
         raise StudyIncomplete(
             f"confirm stage incomplete: {len(cases) - len(missing)} of {len(cases)} planned "
             f"trials finished; missing: {shown}"
         )
-
-
-def summarise(grids: list[tune.ResultGrid]) -> dict[str, Any]:
-    """Per arm: confirm-stage report-split mIoU of the best-on-select model over seeds."""
-    per_arm: dict[str, list[float]] = {}
-    for result in (r for grid in grids for r in grid):
-        if "case" not in (result.config or {}):
-            continue
-        if result.error is not None or result.metrics_dataframe is None:
-            continue
-        rows = result.metrics_dataframe
-        chosen = rows[(rows.get("split") == "report") & (rows.get("model") == "best_on_select")]
-        if len(chosen):
-            per_arm.setdefault(result.config["case"]["arm"], []).append(
-                float(chosen["miou"].iloc[-1])
-            )
-    return {
-        arm: {
-            "report_miou_mean": statistics.fmean(v),
-            "seeds": len(v),
-            "report_miou_sd": statistics.stdev(v) if len(v) > 1 else 0.0,
-        }  # fmt: skip
-        for arm, v in per_arm.items()
-    }
-
-
-def code_version() -> str:
-    """The git commit of the installed code (``+dirty`` with local changes), else 'unknown'."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}+dirty" if dirty else commit
-
-
-def write_provenance(paths: StudyPaths) -> None:
-    """Code version and package versions, written once when the study starts."""
-    if paths.provenance.exists():
-        return
-    packages = {}
-    for name in ("adaptseg-study", "torch", "torchvision", "ray", "optuna", "numpy", "pyarrow",
-                 "plotly"):  # fmt: skip
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    record = {"code_version": code_version(), "python": platform.python_version(),
-              "packages": packages, "started": started}  # fmt: skip
-    atomic_write_text(paths.provenance, json.dumps(record, indent=2) + "\n")
 
 
 def export_tables(paths: StudyPaths) -> None:
@@ -398,12 +316,12 @@ def run_study(
         gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
         paths.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=False))
-        write_provenance(paths)
-        grids = {}
+        write_provenance(paths.provenance)
+        searches = {}
         for arm in spec.arms:
-            grids[arm] = run_search(spec, paths, arm, gpus)
+            searches[arm] = run_search(spec, paths, arm, gpus)
             export_tables(paths)
-        cases = confirm_plan(spec, paths, grids)
+        cases = confirm_plan(spec, paths, searches)
         write_best_configs(spec, paths, cases)
         confirm = run_confirm(spec, paths, cases, gpus) if cases else []
         export_tables(paths)

@@ -104,7 +104,7 @@ def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
     total = 0
     for arm in spec.arms:
         cfg = arm_config(spec, arm)
-        params = [n for n, d in spec.search.space.items() if arm in (d.arms or spec.arms)]
+        params = list(spec.searched(arm))
         confirm = spec.confirm.top_k * len(spec.confirm.seeds)
         total += spec.search.num_samples + confirm
         lines.append(

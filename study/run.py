@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.study, args.overrides)
         paths = StudyPaths.for_spec(spec, args.results)
-        resolved = spec.model_dump(mode="json")
+        resolved = spec.dump()
         check_writable(paths, str(args.study))
         if not args.fresh:
             check_unchanged(paths, resolved, str(args.study))

@@ -4,39 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+
 from study.spec import Distribution, StudySpec
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Ask ``trial`` for ``name`` from an Optuna distribution (the define-by-run calls)."""
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    return trial.suggest_categorical(name, distribution.choices)
 
 
 class ArmSpace:
     """Suggests exactly the parameters the YAML gives to one arm.
 
     A module-level class, not a closure: OptunaSearch pickles its space with the searcher state,
-    and a lambda or a local function cannot be pickled (ray-tune-notes.md section 4).
+    and a lambda or a local function cannot be pickled.
     """
 
-    def __init__(
-        self, space: dict[str, Distribution], arm: str, arms: list[str], constants: dict[str, Any]
-    ) -> None:
+    def __init__(self, searched: dict[str, Distribution], arm: str, constants: dict[str, Any]):
         self.arm = arm
-        self.params = {
-            name: (dist.kind, list(dist.bounds))
-            for name, dist in space.items()
-            if arm in (dist.arms or arms)
-        }
+        self.distributions = {name: dist.to_optuna() for name, dist in searched.items()}
         self.constants = dict(constants)
 
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        for name, (kind, bounds) in self.params.items():
-            if kind == "uniform":
-                trial.suggest_float(name, bounds[0], bounds[1])
-            elif kind == "log_uniform":
-                trial.suggest_float(name, bounds[0], bounds[1], log=True)
-            elif kind == "int":
-                trial.suggest_int(name, bounds[0], bounds[1])
-            else:
-                trial.suggest_categorical(name, bounds)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "params" in state:  # pickled by an earlier version: (kind, bounds) per parameter
+            params = state.pop("params")
+            state["distributions"] = {
+                name: Distribution(**{kind: bounds}).to_optuna()
+                for name, (kind, bounds) in params.items()
+            }
+        self.__dict__.update(state)
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        for name, distribution in self.distributions.items():
+            suggest(trial, name, distribution)
         return dict(self.constants)
 
 
 def arm_space(spec: StudySpec, arm: str) -> ArmSpace:
-    return ArmSpace(spec.search.space, arm, list(spec.arms), {"arm": arm, "stage": "search"})
+    return ArmSpace(spec.searched(arm), arm, {"arm": arm, "stage": "search"})

@@ -27,7 +27,7 @@ def tiny_spec(bench: Path, **sections) -> dict:
         "name": "tiny",
         "data": {"synthetic": {"root": str(bench), "seed": 0, "size": "64x128", "counts": [24, 24, 16]}},
         "train": {
-            "backbone": "small", "ndf": 8, "optimizer": "adam", "lr": 1e-3,
+            "backbone": "small", "ndf": 8, "optimizer": "adam",
             "input_size_source": "64x128", "input_size_target": "64x128",
             "num_steps": 6, "schedule_steps": 6, "eval_every": 2, "num_workers": 0,
         },

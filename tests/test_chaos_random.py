@@ -31,9 +31,9 @@ def chaos_spec(benchmark: Path) -> dict:
             "bn_control": {"multi_level": False, "lambda_adv_main": 0.0},
             "single_level": {"multi_level": False},
         },
-        search={"num_samples": 4},
+        search={"num_samples": 5},
         scheduler={"kind": "asha", "grace_period": 6, "reduction_factor": 2},
-        confirm={"top_k": 1, "seeds": [0, 1]},
+        confirm={"top_k": 1, "seeds": [0, 1, 2]},
         resources={"cpus_per_trial": 1, "max_concurrent_trials": 2},
     )
 
@@ -64,7 +64,7 @@ def moment(rng: random.Random, root: Path, started: float):
     kind = rng.choice(kinds)
     if kind == "plan" and (root / "confirm_plan.json").exists():
         kind = "progress"
-    delay = {"progress": rng.uniform(0.3, 3.0), "startup": rng.uniform(0.5, 8.0),
+    delay = {"progress": rng.uniform(0.2, 2.5), "startup": rng.uniform(0.5, 8.0),
              "export": rng.uniform(0.0, 0.4),
              "plan": rng.uniform(0.0, 1.0), "report": rng.uniform(0.0, 0.2)}[kind]  # fmt: skip
     baseline = _rows(root, "*")

@@ -119,7 +119,7 @@ SPEC = {
     "name": "fuzz",
     "data": {"synthetic": {"root": "data/synthetic", "seed": 0, "size": "64x128",
                            "counts": [24, 24, 16]}},
-    "train": {k: v for k, v in TINY.items() if k not in ("source", "target")},
+    "train": {k: v for k, v in TINY.items() if k not in ("source", "target", "lr")},
     "arms": {"source_only": {"use_target": False, "multi_level": False},
              "single_level": {"multi_level": False}},
     "search": {"num_samples": 3, "sampler": {"kind": "tpe", "seed": 0, "n_startup_trials": 1},

@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fabricate import fabricate
 
 from reports.build import build
 from reports.build import main as build_main
 from reports.stats import mean_ci, paired_difference
 from study.export import export, read_rows
-from study.fabricate import fabricate
 
 
 @pytest.fixture(scope="module")

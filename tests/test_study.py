@@ -379,7 +379,7 @@ def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench)
 
     from study.spec import load_spec
 
-    old = load_spec(spec_path, ["search.num_samples=5"]).model_dump(mode="json")
+    old = load_spec(spec_path, ["search.num_samples=5"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
     from study.run import main as run_main
 
@@ -400,13 +400,13 @@ def test_changed_spec_message(tmp_path, bench, capsys):
     from study.run import main as run_main
     from study.spec import load_spec
 
-    old = load_spec(spec_path, ["search.num_samples=5", "train.lr=0.01"]).model_dump(mode="json")
+    old = load_spec(spec_path, ["search.num_samples=5", "train.ndf=16"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
     assert run_main([str(spec_path), "--results", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         f"error: {spec_path}: the study in {study_dir} was started with other values for "
-        "search.num_samples, train.lr; rerun with --fresh to start over (the old one is kept)"
+        "search.num_samples, train.ndf; rerun with --fresh to start over (the old one is kept)"
     )
 
 

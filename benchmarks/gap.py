@@ -1,6 +1,6 @@
 """Measure the synthetic benchmark's domain gap and whether adaptation closes part of it.
 
-    python -m adaptseg.data.gap OUT [--steps 600] [--seeds 0,1] [--set key=value ...]
+    python benchmarks/gap.py OUT [--steps 600] [--seeds 0,1] [--set key=value ...]
 
 Trains the small preset on the benchmark in OUT (generated there first if absent) for the same
 number of steps as: source-only, oracle (Cityscapes-layout train labels), bn_control (target
@@ -19,10 +19,15 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import torch
+from common import emit
 
 from adaptseg.config import TrainConfig, load_config, parse_size
+from adaptseg.data.build import build_datasets
 from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
+from adaptseg.trainer import Trainer
 
 # The small preset on the synthetic benchmark: a net trained from scratch needs Adam
 # (synthetic.md); D is the paper's design at ndf 32; horizontal flips as in the prototype.
@@ -67,16 +72,23 @@ def arm_config(
     return load_config(None, [*pairs, *extra])
 
 
-def train_and_evaluate(job: tuple) -> dict[str, Any]:
+class Job(NamedTuple):
+    """One training run of the measurement (picklable, for the worker processes)."""
+
+    root: Path
+    arm: str
+    settings: dict[str, Any]
+    seed: int
+    steps: int
+    size: tuple[int, int]
+    extra: list[str]
+
+
+def train_and_evaluate(job: Job) -> dict[str, Any]:
     """One run in a worker process: train, then mIoU on the whole target val set."""
-    import torch
-
-    from adaptseg.data.build import build_datasets
-    from adaptseg.trainer import Trainer
-
     torch.set_num_threads(1)
-    root, arm, settings, seed, steps, size, extra = job
-    cfg = arm_config(root, settings, seed, steps, size, extra)
+    arm, seed = job.arm, job.seed
+    cfg = arm_config(job.root, job.settings, seed, job.steps, job.size, job.extra)
     data = build_datasets(cfg, eval_parts=["all"])
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
     start = time.perf_counter()
@@ -109,7 +121,7 @@ def verdict(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m adaptseg.data.gap",
+        prog="python benchmarks/gap.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "single_level": {**ARMS["single_level"], "lambda_adv_main": args.lambda_adv},
     }
     jobs = [
-        (args.out, arm, settings[arm], seed, args.steps, size, args.overrides)
+        Job(args.out, arm, settings[arm], seed, args.steps, size, args.overrides)
         for seed in seeds
         for arm in arms
     ]
@@ -154,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"steps": args.steps, "lambda_adv": args.lambda_adv, "runs": results}
     if set(ARMS) <= set(arms):
         summary.update(verdict(results))
-        keys = ("mean", "gap_ok", "adaptation_gain", "seed_spread", "adaptable")
-        print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    emit(summary, args.json)
     return 0
 
 

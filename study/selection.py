@@ -1,0 +1,103 @@
+"""Which configs the confirm stage re-runs, and what the study says at the end: pure functions
+of plain trial records (no Ray), so they are tested in milliseconds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the selection sees it: its config and every row it reported."""
+
+    trial_id: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errored: bool = False
+
+    @property
+    def case(self) -> dict[str, Any] | None:
+        """The confirm case a confirm trial ran (None for a search trial)."""
+        return self.config.get("case")
+
+
+Case = tuple[str, int, int]  # (arm, rank, seed)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pick_top(
+    records: Iterable[TrialRecord], searched: Sequence[str], num_steps: int, top_k: int
+) -> list[dict[str, Any]]:
+    """The ``top_k`` sampled configs of one arm's search: trials that trained to the end,
+    ranked by their final select mIoU (a partial trial's score is not comparable), then, if
+    too few did, the others by their best mIoU. Errored and diverged trials never qualify."""
+    ranked = []
+    for record in records:
+        select = [r for r in record.rows if r.get("split", "select") == "select"]
+        mious = [r["miou"] for r in select if _finite(r.get("miou"))]
+        if record.errored or not select or not mious or not _finite(select[-1].get("miou")):
+            continue
+        full = (select[-1].get("step") or 0) >= num_steps
+        score = select[-1]["miou"] if full else max(mious)
+        params = {k: v for k, v in record.config.items() if k in searched}
+        ranked.append((full, score, record.trial_id, params))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [params for *_, params in ranked[:top_k]]
+
+
+def confirm_cases(
+    picks: dict[str, list[dict[str, Any]]], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Every (arm, rank, seed) to confirm, in the order given (the most expensive arms first,
+    so that no long trial runs alone at the end)."""
+    return [
+        {"arm": arm, "stage": "confirm", "rank": rank, "seed": seed, **params}
+        for arm, ranked in picks.items()
+        for rank, params in enumerate(ranked)
+        for seed in seeds
+    ]
+
+
+def planned(case: dict[str, Any]) -> Case:
+    return case["arm"], case["rank"], case["seed"]
+
+
+def finished_cases(records: Iterable[TrialRecord]) -> set[Case]:
+    """The confirm cases that some trial finished without an error."""
+    return {planned(r.case) for r in records if r.case is not None and not r.errored}
+
+
+def missing_cases(cases: Sequence[dict[str, Any]], records: Iterable[TrialRecord]) -> list[Case]:
+    done = finished_cases(records)
+    return [planned(c) for c in cases if planned(c) not in done]
+
+
+def summarise(records: Iterable[TrialRecord]) -> dict[str, dict[str, Any]]:
+    """Per arm: report-split mIoU of the rank-0 config's best-on-select model, over seeds
+    (mean, standard deviation or None for one seed, how many seeds)."""
+    per_arm: dict[str, list[float]] = {}
+    for record in records:
+        case = record.case
+        if case is None or record.errored or case.get("rank") != 0:
+            continue
+        chosen = [
+            r["miou"] for r in record.rows
+            if r.get("split") == "report" and r.get("model") == "best_on_select"
+        ]  # fmt: skip
+        if chosen and _finite(chosen[-1]):
+            per_arm.setdefault(case["arm"], []).append(float(chosen[-1]))
+    return {
+        arm: {
+            "report_miou_mean": statistics.fmean(values),
+            "report_miou_sd": statistics.stdev(values) if len(values) > 1 else None,
+            "seeds": len(values),
+        }
+        for arm, values in per_arm.items()
+    }
