@@ -89,6 +89,8 @@ class TrainConfig(BaseModel):
     ndf: PositiveInt = 64
     init_weights: str | None = None
     min_init_match: Fraction = 0.95
+    init_discriminator_aux: str | None = None
+    init_discriminator_main: str | None = None
     # --- losses -------------------------------------------------------------------------
     use_target: bool = True
     adapt_space: Literal["output", "feature"] = "output"
@@ -98,6 +100,7 @@ class TrainConfig(BaseModel):
     lambda_adv_main: NonNegativeFloat = 0.001
     # --- optimisation -------------------------------------------------------------------
     optimizer: Literal["sgd", "adam"] = "sgd"
+    backbone_update: Literal["official", "once"] = "official"
     lr: PositiveFloat = 2.5e-4
     head_lr_mult: PositiveFloat = 10.0
     lr_d: PositiveFloat = 1e-4
@@ -143,6 +146,18 @@ class TrainConfig(BaseModel):
             raise KeyProblem(
                 "multi_level",
                 "expected false with backbone vgg16 (DeepLab-VGG16 has one head), got true",
+            )
+        if self.init_discriminator_aux is not None and not self.multi_level:
+            raise KeyProblem(
+                "init_discriminator_aux",
+                "expected null with multi_level false (no aux discriminator is built)",
+            )
+        explicit = "backbone_update" in self.model_fields_set
+        if explicit and self.backbone_update == "official" and self.optimizer != "sgd":
+            raise KeyProblem(
+                "backbone_update",
+                "expected once with optimizer adam (the official repeated update is SGD's; "
+                "the official code never used Adam), got official",
             )
         for kind, root_key in (("source", "source_root"), ("target", "target_root")):
             if getattr(self, kind) != "random" and getattr(self, root_key) is None:

@@ -20,7 +20,12 @@ from adaptseg.config import TrainConfig
 from adaptseg.data.stream import InfiniteStream, ignore_interrupts, loader_generator
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
-from adaptseg.models import FCDiscriminator, build_generator, load_init_weights
+from adaptseg.models import (
+    FCDiscriminator,
+    build_generator,
+    load_discriminator_weights,
+    load_init_weights,
+)
 from adaptseg.models.discriminator import enlarge_to_min_size
 from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
 
@@ -115,6 +120,10 @@ class Trainer:
         built = {level: FCDiscriminator(self._d_channels(level), cfg.ndf)
                  for level in sorted(self.levels, key=LEVELS_BUILT_FIRST.index)}  # fmt: skip
         self.discriminators = {level: built[level] for level in self.levels}
+        for level, discriminator in self.discriminators.items():
+            path = getattr(cfg, f"init_discriminator_{level}")
+            if path is not None:
+                load_discriminator_weights(discriminator, path)
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         for module in (self.model, *self.discriminators.values()):
             module.to(self.device, memory_format=memory_format)

@@ -111,22 +111,37 @@ def check_data(spec: StudySpec, generate: bool) -> None:
 
 
 def check_init_weights(spec: StudySpec, origin: str) -> None:
-    """Every arm's ``init_weights`` file loads and fills its backbone (the 95% rule), once per
-    file and backbone: a bad file would otherwise fail every trial of the study."""
-    from adaptseg.models import InitWeightsError, build_generator, load_init_weights
+    """Every arm's ``init_weights`` file loads and fills its backbone (the 95% rule), and its
+    discriminator files fit, once per file and model: a bad file would otherwise fail every
+    trial of the study."""
+    from adaptseg.models import (
+        FCDiscriminator,
+        InitWeightsError,
+        build_generator,
+        load_discriminator_weights,
+        load_init_weights,
+    )
 
     checked = set()
     for arm in spec.arms:
         cfg = arm_config(spec, arm)
-        key = (cfg.backbone, cfg.init_weights, cfg.min_init_match)
-        if cfg.init_weights is None or key in checked:
+        files = (cfg.init_weights, cfg.init_discriminator_aux, cfg.init_discriminator_main)
+        key = (cfg.backbone, cfg.multi_level, cfg.adapt_space, cfg.ndf, cfg.num_classes, files,
+               cfg.min_init_match)  # fmt: skip
+        if not any(files) or key in checked:
             continue
         checked.add(key)
-        model = build_generator(cfg.num_classes, cfg.backbone, multi_level=False)
+        model = build_generator(cfg.num_classes, cfg.backbone, cfg.multi_level)
         try:
-            load_init_weights(model, cfg.init_weights, cfg.min_init_match)
+            if cfg.init_weights is not None:
+                load_init_weights(model, cfg.init_weights, cfg.min_init_match)
+            for level, path in (("aux", files[1]), ("main", files[2])):
+                if path is not None:
+                    feature = cfg.adapt_space == "feature"
+                    channels = model.feature_channels[level] if feature else cfg.num_classes
+                    load_discriminator_weights(FCDiscriminator(channels, cfg.ndf), path)
         except InitWeightsError as exc:
-            raise SpecError(f"{origin}: init_weights (arm {arm}): {exc}") from None
+            raise SpecError(f"{origin}: init weights (arm {arm}): {exc}") from None
 
 
 def resume_command(argv: list[str]) -> str:

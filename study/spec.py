@@ -51,7 +51,8 @@ from adaptseg.schema import (
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DISTRIBUTIONS = ("uniform", "log_uniform", "int", "categorical")
 # Train keys that name files or folders: made absolute when the spec is loaded.
-PATH_KEYS = ("init_weights", "source_root", "target_root", "source_list", "target_list")
+PATH_KEYS = ("init_weights", "init_discriminator_aux", "init_discriminator_main", "source_root",
+             "target_root", "source_list", "target_list")  # fmt: skip
 # Train keys the data section sets for every arm.
 DATA_KEYS = ("source", "source_root", "source_list", "target", "target_root", "target_list")
 

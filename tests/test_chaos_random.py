@@ -19,7 +19,7 @@ from invariants import check_study
 from study_helpers import kill_tagged, study_command, tagged_env, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-MIN_KILLS, MAX_RUNS = 8, 40
+MIN_KILLS, MAX_RUNS, PROGRESS_CAP_S = 8, 40, 4.0
 
 
 def chaos_spec(benchmark: Path) -> dict:
@@ -85,6 +85,17 @@ def moment(rng: random.Random, root: Path, started: float):
     return kind, ready
 
 
+def progress_cap(root: Path):
+    baseline, seen = _rows(root, "*"), []
+
+    def exceeded() -> bool:
+        if not seen and _rows(root, "*") > baseline:
+            seen.append(time.time())
+        return bool(seen) and time.time() > seen[0] + PROGRESS_CAP_S
+
+    return exceeded
+
+
 def phase(root: Path) -> str:
     """Where the study stood when it was killed (from its files)."""
     if (root / "summary.json").exists():
@@ -117,8 +128,11 @@ def test_random_kill_9_of_an_asha_study_keeps_every_invariant(tmp_path, bench): 
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         kind, ready = moment(rng, root, started)
+        # Until MIN_KILLS kills happened, a run may progress at most PROGRESS_CAP_S seconds
+        # (after its first new row), so that a fast machine cannot finish the study first.
+        capped = progress_cap(root) if len(kills) < MIN_KILLS else (lambda: False)
         try:
-            while driver.poll() is None and not ready():
+            while driver.poll() is None and not ready() and not capped():
                 time.sleep(0.05)
             if (root / "summary.json").exists():  # finished: a kill now tests nothing new
                 driver.wait(timeout=600)

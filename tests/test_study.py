@@ -206,7 +206,7 @@ def test_dry_run_refuses_init_weights_that_would_fail_every_trial(
     result = paper_scale_dry_run("levels", bench, tmp_path / "results", init)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: search_spaces/levels.yaml: init_weights (arm source_only): ")
+    assert line.startswith("error: search_spaces/levels.yaml: init weights (arm source_only): ")
     assert expected in line, line
     assert not (tmp_path / "results").exists()
 

@@ -5,7 +5,11 @@ from adaptseg.models.deeplab import BACKBONES, DeeplabMulti, output_size
 from adaptseg.models.deeplab_vgg import DeeplabVGG
 from adaptseg.models.discriminator import FCDiscriminator
 from adaptseg.models.generator import Generator, build_generator
-from adaptseg.models.pretrained import InitWeightsError, load_init_weights
+from adaptseg.models.pretrained import (
+    InitWeightsError,
+    load_discriminator_weights,
+    load_init_weights,
+)
 
 __all__ = [
     "BACKBONES",
@@ -15,6 +19,7 @@ __all__ = [
     "Generator",
     "InitWeightsError",
     "build_generator",
+    "load_discriminator_weights",
     "load_init_weights",
     "output_size",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from adaptseg.models.generator import Generator
 from adaptseg.torchfile import TorchFileError, read_torch_file
@@ -46,7 +46,10 @@ def _candidate_keys(key: str) -> list[str]:
 def load_init_weights(
     model: Generator, path: str | Path, min_match: float = 0.95
 ) -> tuple[int, int]:
-    """Copy backbone tensors from ``path`` into ``model``; heads stay random.
+    """Copy backbone tensors from ``path`` into ``model``. Head tensors are copied too where the
+    file holds them under the model's own names and shapes (a G snapshot of the official
+    training script, to continue from it); a DeepLab-v2 init file has none, so its heads stay
+    random, as in the official code.
 
     Returns:
         (matched, total) backbone tensors.
@@ -63,10 +66,11 @@ def load_init_weights(
     backbone_keys = set(model.backbone_state_keys())
     own = model.state_dict()
     filled: dict[str, Tensor] = {}
+    heads: dict[str, Tensor] = {}
     for key, tensor in source.items():
         for candidate in _candidate_keys(key):
-            if candidate in backbone_keys and own[candidate].shape == tensor.shape:
-                filled[candidate] = tensor
+            if candidate in own and own[candidate].shape == tensor.shape:
+                (filled if candidate in backbone_keys else heads)[candidate] = tensor
                 break
     total = len(backbone_keys)
     if len(filled) < min_match * total:
@@ -76,7 +80,30 @@ def load_init_weights(
             f"for backbone {model.backbone_name!r}?"
         )
     with torch.no_grad():
-        for key, tensor in filled.items():
+        for key, tensor in {**filled, **heads}.items():
             own[key].copy_(tensor)
-    log.info("init weights %s: %d of %d backbone tensors matched", path, len(filled), total)
+    log.info(
+        "init weights %s: %d of %d backbone tensors matched, %d head tensors", path,
+        len(filled), total, len(heads),
+    )  # fmt: skip
     return len(filled), total
+
+
+def load_discriminator_weights(discriminator: nn.Module, path: str | Path) -> None:
+    """D weights from a file: an official D snapshot (``*_D1.pth`` for the aux level,
+    ``*_D2.pth`` for the main one) or this project's layout, every tensor required.
+
+    Raises:
+        InitWeightsError: unreadable, or not the weights of this discriminator.
+    """
+    path = Path(path)
+    try:
+        state = _unwrap(read_torch_file(path), path)
+    except TorchFileError as exc:
+        raise InitWeightsError(f"discriminator weights {exc}") from None
+    state = {key.removeprefix("module."): tensor for key, tensor in state.items()}
+    try:
+        discriminator.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()[:200]
+        raise InitWeightsError(f"{path}: not weights of this discriminator ({first})") from None
