@@ -1,17 +1,24 @@
 """``python -m adaptseg.evaluate --checkpoint FILE --data ROOT``: the paper's evaluation protocol.
 
-The main head only, images resized to ``--size`` (the official 512x1024), logits upsampled
-bilinearly (align_corners) to each label's own size (1024x2048 on Cityscapes) and one confusion
+The main head only, images resized to the input size (the official 512x1024), logits
+upsampled bilinearly to each label's own size (1024x2048 on Cityscapes) and one confusion
 matrix over the whole split, mIoU over 19 classes or SYNTHIA's 13 (``compute_iou.py``).
 
-``FILE`` is an ``adaptseg.train`` / study checkpoint (its config says how to build G) or a bare
-state dict in the official key layout, such as the released ``GTA2Cityscapes_multi-ed35151c.pth``
-(``layer5``/``layer6`` heads, or ``features``/``classifier`` for DeepLab-VGG16; a ``module.``
-prefix is dropped). For a bare state dict the backbone, the levels and the class count are read
-from its keys, and the ASPP runs the official two branches (``--aspp-branches``) as the
-released models need. ``--save-predictions DIR`` writes, per image, the train-id PNG named after
-its ``leftImg8bit`` file and ``<name>_color.png``, as the official script does.
-Exit codes: 0 done, 2 bad input.
+``FILE`` is an ``adaptseg.train`` / study checkpoint or a bare state dict in the official key
+layout, such as the released ``GTA2Cityscapes_multi-ed35151c.pth`` (``layer5``/``layer6``
+heads, or ``features``/``classifier`` for DeepLab-VGG16; a ``module.`` prefix is dropped).
+
+* A checkpoint that carries its config is evaluated as it was trained: G, the ASPP branches,
+  the preprocessing, the target input size, ``align_corners``, the class set, the evaluation
+  limit and the data root all come from the config. A flag that differs says so on one line.
+* For a bare state dict the backbone, the levels and the class count are read from its keys;
+  everything else is the official protocol (two ASPP branches as the released models need,
+  caffe preprocessing, 512x1024, align_corners, 19 classes), or the flags.
+
+``--split all`` (the default) is the whole Cityscapes ``val`` folder, the paper's protocol;
+``select`` and ``report`` are the study's halves of it. ``--save-predictions DIR`` writes, per
+image, the train-id PNG named after its ``leftImg8bit`` file and ``<name>_color.png``, as the
+official script does. Exit codes: 0 done, 2 bad input.
 """
 
 from __future__ import annotations
@@ -32,7 +39,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from adaptseg.config import parse_size
-from adaptseg.data.files import CITYSCAPES_LABELS, SegmentationFiles, cityscapes_samples
+from adaptseg.data.files import (
+    CITYSCAPES_LABELS,
+    SegmentationFiles,
+    cityscapes_samples,
+    split_part,
+)
 from adaptseg.data.labels import PALETTE
 from adaptseg.data.preprocess import DataError
 from adaptseg.evaluation import ConfusionMatrix, class_names, metrics_from_confusion
@@ -54,22 +66,86 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, help="checkpoint or state dict (.pth)")
-    parser.add_argument("--data", required=True, help="Cityscapes root (leftImg8bit/, gtFine/)")
-    parser.add_argument("--split", default="val", help="Cityscapes split folder (default: val)")
-    parser.add_argument("--save-predictions", metavar="DIR", help="write train-id + colour PNGs")
-    parser.add_argument("--size", default="512x1024", help="input HxW (default: 512x1024)")
-    parser.add_argument("--classes", type=int, choices=(19, 13), default=19,
-                        help="mIoU over 19 classes or SYNTHIA's 13 (default: 19)")  # fmt: skip
-    parser.add_argument("--aspp-branches", type=int, choices=(2, 4), default=2,
-                        help="bare state dicts: 2 = the official forward (default)")  # fmt: skip
-    parser.add_argument("--weights", choices=("final", "best_on_select"), default="final",
-                        help="study trial checkpoints also hold the best-on-select G")  # fmt: skip
-    parser.add_argument("--preprocess", choices=("caffe", "torchvision"), default="caffe")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--limit", type=int, help="evaluate the first N images only")
-    parser.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
-    return parser
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="checkpoint or state dict (.pt, .pth)")
+    add(
+        "--data",
+        help="Cityscapes root (leftImg8bit/, gtFine/); default: the checkpoint's target_root",
+    )
+    add(
+        "--split",
+        choices=("all", "select", "report"),
+        default="all",
+        help="all of Cityscapes val (default, the paper's protocol), or the study's select or "
+        "report half of it",
+    )
+    add("--folder", default="val", help="the Cityscapes split folder to read (default: val)")
+    add("--save-predictions", metavar="DIR", help="write train-id and colour PNGs per image")
+    add("--size", help="input HxW (default: the checkpoint's input_size_target, else 512x1024)")
+    add(
+        "--classes",
+        type=int,
+        choices=(19, 13),
+        help="mIoU over 19 classes or SYNTHIA's 13 (default: the checkpoint's, else 19)",
+    )
+    add(
+        "--aspp-branches",
+        type=int,
+        choices=(2, 4),
+        help="ASPP branches summed (default: the checkpoint's, else 2, the official forward)",
+    )
+    add(
+        "--weights",
+        choices=("final", "best_on_select"),
+        default="final",
+        help="study trial checkpoints also hold the best-on-select G (default: final)",
+    )
+    add(
+        "--preprocess",
+        choices=("caffe", "torchvision"),
+        help="input preprocessing (default: the checkpoint's, else caffe, the official one)",
+    )
+    add(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto (default): CUDA when present",
+    )
+    add(
+        "--limit",
+        type=int,
+        help="evaluate the first N images only (default: the checkpoint's eval_limit, else all)",
+    )
+    add("--json", metavar="FILE", help="also write the metrics as JSON")
+    return parser  # fmt: skip
+
+
+OFFICIAL = {"input_size_target": "512x1024", "eval_classes": 19, "aspp_branches": 2,
+            "preprocess": "caffe", "eval_limit": None, "target_root": None,
+            "align_corners": True}  # fmt: skip
+FLAGS = {"size": "input_size_target", "classes": "eval_classes", "aspp_branches":
+         "aspp_branches", "preprocess": "preprocess", "limit": "eval_limit", "data":
+         "target_root"}  # fmt: skip
+
+
+def protocol(config: Mapping[str, Any] | None, args: argparse.Namespace) -> tuple[dict, list]:
+    """The evaluation settings: the checkpoint's config (else the official protocol), then the
+    flags given; returns the settings and one note per flag that changed the checkpoint's."""
+    settings = dict(OFFICIAL)
+    if config is not None:
+        settings.update({key: config.get(key, value) for key, value in OFFICIAL.items()})
+        if settings["eval_classes"] == "auto":
+            settings["eval_classes"] = 13 if config.get("source") == "synthia" else 19
+    notes = []
+    for flag, key in FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if config is not None and str(value) != str(settings[key]):
+            notes.append(f"--{flag.replace('_', '-')} {value} overrides the checkpoint's "
+                         f"{key} {settings[key]}")  # fmt: skip
+        settings[key] = value
+    return settings, notes
 
 
 def _state_dict(raw: Any) -> dict[str, Tensor]:
@@ -105,15 +181,11 @@ def describe_state(state: Mapping[str, Tensor]) -> dict[str, Any]:
     }
 
 
-def load_model(
-    path: Path, aspp_branches: int = 2, weights: str = "final"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """G with the checkpoint's weights, and how it was built. ``weights="best_on_select"``
-    takes the best-on-select G that a study trial's checkpoint carries beside its final one.
-
-    Raises:
-        CheckpointFormatError: unreadable, or a key the model needs is missing or misshapen.
-    """
+def read_checkpoint(
+    path: Path, weights: str = "final"
+) -> tuple[dict[str, Tensor], Mapping[str, Any] | None]:
+    """The G weights a file holds (final, or a study trial's best-on-select) and the config it
+    carries (None for a bare state dict)."""
     try:
         raw = read_torch_file(path)
     except TorchFileError as exc:
@@ -125,13 +197,23 @@ def load_model(
             raise CheckpointFormatError(
                 "holds no best-on-select weights (only study trial checkpoints do)"
             )
-        raw = {"model": best["model"], "config": config}
-    state = _state_dict(raw)
-    if isinstance(config, Mapping):  # an adaptseg checkpoint: its own config builds G
-        settings = {k: config[k] for k in ("backbone", "multi_level", "num_classes")}
-        settings.update(aspp_branches=config["aspp_branches"], bn_mode=config["bn_mode"])
+        raw = {"model": best["model"]}
+    return _state_dict(raw), config if isinstance(config, Mapping) else None
+
+
+def load_model(
+    state: Mapping[str, Tensor], config: Mapping[str, Any] | None, aspp_branches: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """G with the given weights, built from the checkpoint's config or from the keys.
+
+    Raises:
+        CheckpointFormatError: a key the model needs is missing or misshapen.
+    """
+    if config is not None:  # an adaptseg checkpoint: its own config builds G
+        settings = {k: config[k] for k in ("backbone", "multi_level", "num_classes", "bn_mode")}
     else:
-        settings = {**describe_state(state), "aspp_branches": aspp_branches, "bn_mode": "train"}
+        settings = {**describe_state(state), "bn_mode": "train"}
+    settings["aspp_branches"] = aspp_branches
     model = build_generator(
         settings["num_classes"], settings["backbone"], settings["multi_level"],
         settings["aspp_branches"], settings["bn_mode"],
@@ -173,6 +255,7 @@ def evaluate(
     num_classes: int,
     classes: int,
     save_dir: Path | None = None,
+    align_corners: bool = True,
 ) -> dict[str, float]:
     """One confusion matrix over the whole split, logits compared at each label's size."""
     confusion = ConfusionMatrix(num_classes, device)
@@ -182,7 +265,9 @@ def evaluate(
             image, label = dataset[index]
             _, logits = model(image.unsqueeze(0).to(device))
             label = label.to(device)
-            logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=True)
+            logits = F.interpolate(
+                logits, size=label.shape, mode="bilinear", align_corners=align_corners
+            )
             prediction = logits.argmax(1)[0]
             confusion.update(label, prediction)
             if save_dir is not None:
@@ -205,36 +290,51 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint)
     try:
         try:
-            size = parse_size(args.size)
+            state, config = read_checkpoint(checkpoint, args.weights)
+        except CheckpointFormatError as exc:
+            raise ValueError(f"{checkpoint}: {exc}") from None
+        settings, notes = protocol(config, args)
+        if settings["target_root"] is None:
+            raise ValueError("--data: the checkpoint names no data root; give the Cityscapes root")
+        try:
+            size = parse_size(settings["input_size_target"])
         except ValueError as exc:
             raise ValueError(f"--size: {exc}") from None
-        if args.limit is not None and args.limit <= 0:
-            raise ValueError(f"--limit: expected a positive integer, got {args.limit}")
-        samples = cityscapes_samples(args.data, args.split, with_labels=True)[: args.limit]
+        limit = settings["eval_limit"]
+        if limit is not None and limit <= 0:
+            raise ValueError(f"--limit: expected a positive integer, got {limit}")
+        samples = cityscapes_samples(settings["target_root"], args.folder, with_labels=True)
+        samples = split_part(samples, args.split)[:limit]
         dataset = SegmentationFiles(
-            samples, size, CITYSCAPES_LABELS, args.preprocess, resize_labels=False
+            samples, size, CITYSCAPES_LABELS, settings["preprocess"], resize_labels=False
         )
         dataset.check()
         try:
-            model, settings = load_model(checkpoint, args.aspp_branches, args.weights)
+            model, built = load_model(state, config, settings["aspp_branches"])
         except CheckpointFormatError as exc:
             raise ValueError(f"{checkpoint}: {exc}") from None
         device = resolve_device(args.device)
     except (ValueError, DataError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(note, file=sys.stderr)
     save_dir = Path(args.save_predictions) if args.save_predictions else None
     print(
-        f"{checkpoint.name}: {settings['backbone']}, "
-        f"{'multi' if settings['multi_level'] else 'single'}-level, "
-        f"{settings['aspp_branches']} ASPP branches; {len(dataset)} images of {args.split}",
+        f"{checkpoint.name}: {built['backbone']}, "
+        f"{'multi' if built['multi_level'] else 'single'}-level, "
+        f"{built['aspp_branches']} ASPP branches, {settings['preprocess']} preprocessing, "
+        f"{size[0]}x{size[1]}; {len(dataset)} images of {args.folder} ({args.split})",
         file=sys.stderr,
     )
-    metrics = evaluate(model, dataset, device, settings["num_classes"], args.classes, save_dir)
-    print(format_table(metrics, settings["num_classes"]))
+    metrics = evaluate(
+        model, dataset, device, built["num_classes"], int(settings["eval_classes"]), save_dir,
+        bool(settings["align_corners"]),
+    )  # fmt: skip
+    print(format_table(metrics, built["num_classes"]))
     if args.json:
         record = {"checkpoint": str(checkpoint), "weights": args.weights, "split": args.split,
-                  **settings, **metrics}  # fmt: skip
+                  **built, **metrics}  # fmt: skip
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0
 

@@ -58,7 +58,10 @@ def test_an_official_multi_level_resnet101_checkpoint_evaluates_as_compute_iou_w
     ])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "resnet101, multi-level, 2 ASPP branches; 4 images of val" in captured.err
+    assert (
+        "resnet101, multi-level, 2 ASPP branches, caffe preprocessing, 64x128; 4 images of val "
+        "(all)" in captured.err
+    )
     table = captured.out.strip().splitlines()
     assert len(table) == 20 and table[0].startswith("road") and table[-1].startswith("mIoU")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -115,3 +118,26 @@ def test_a_study_checkpoint_evaluates_its_best_on_select_weights(tmp_path, citys
     capsys.readouterr()
     code = main([*args[:1], str(tmp_path / "plain.pt"), *args[2:], "--weights", "best_on_select"])
     assert code == 2 and "no best-on-select weights" in capsys.readouterr().err
+
+
+def test_the_checkpoints_own_protocol_is_used_and_a_differing_flag_says_so(
+    tmp_path, cityscapes, capsys
+):
+    cfg = tiny_config(backbone="small", aspp_branches=4, preprocess="torchvision",
+                      input_size_target="64x128", target_root=str(cityscapes))  # fmt: skip
+    torch.save(Trainer(cfg, *tiny_data()).state_dict(), tmp_path / "step.pt")
+    assert main(["--checkpoint", str(tmp_path / "step.pt"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "small, multi-level, 4 ASPP branches, torchvision preprocessing, 64x128" in err
+    assert "overrides" not in err
+    assert main(["--checkpoint", str(tmp_path / "step.pt"), "--device", "cpu",
+                 "--preprocess", "caffe", "--size", "32x64"]) == 0  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    assert "--size 32x64 overrides the checkpoint's input_size_target 64x128" in lines
+    assert "--preprocess caffe overrides the checkpoint's preprocess torchvision" in lines
+
+
+def test_a_bare_state_dict_without_data_asks_for_it(tmp_path, capsys):
+    torch.save(DeeplabMulti(19, "small").state_dict(), tmp_path / "bare.pth")
+    assert main(["--checkpoint", str(tmp_path / "bare.pth"), "--device", "cpu"]) == 2
+    assert "--data: the checkpoint names no data root" in capsys.readouterr().err

@@ -99,6 +99,25 @@ def test_confirm_uses_the_same_seeds_in_every_arm_and_reports_the_report_split(f
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("weights", ["final", "best_on_select"])
+def test_the_evaluator_reproduces_a_confirm_trials_report_split_miou(finished, weights, capsys):
+    from adaptseg.evaluate import main as evaluate_main
+
+    root, *_ = finished
+    trial = sorted((root / "ray" / "confirm").glob("train_trial_*"))[0]
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    recorded = next(
+        r["miou"] for r in rows if r.get("split") == "report" and r.get("model") == weights
+    )
+    checkpoint = sorted(trial.glob("checkpoint_*/trainer.pt"))[-1]
+    out = root.parent / f"evaluate-{weights}.json"
+    code = evaluate_main(["--checkpoint", str(checkpoint), "--split", "report", "--weights",
+                          weights, "--device", "cpu", "--json", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["miou"] == pytest.approx(recorded, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_rerunning_a_finished_study_runs_nothing_new(finished):
     root, first, second = finished
     assert second.returncode == 0, second.stderr[-3000:]
