@@ -147,6 +147,12 @@ class TrainConfig(BaseModel):
                 "multi_level",
                 "expected false with backbone vgg16 (DeepLab-VGG16 has one head), got true",
             )
+        if self.eval_classes == 13 and self.num_classes != 19:
+            raise KeyProblem(
+                "eval_classes",
+                f"expected 19 or auto with num_classes {self.num_classes} (the 13-class SYNTHIA "
+                "evaluation picks from the 19 Cityscapes classes), got 13",
+            )
         if self.init_discriminator_aux is not None and not self.multi_level:
             raise KeyProblem(
                 "init_discriminator_aux",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -42,8 +41,7 @@ class ConfusionMatrix:
         iou = self.iou().cpu()
         if classes is not None:
             iou = iou[list(classes)]
-        value = float(torch.nanmean(iou))
-        return value if not math.isnan(value) else 0.0
+        return float(torch.nanmean(iou))  # NaN when no class was seen at all: no score
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
@@ -55,11 +53,12 @@ def class_names(num_classes: int) -> tuple[str, ...]:
 def metrics_from_confusion(confusion: ConfusionMatrix, evaluation_classes: int) -> dict:
     """``{"miou": .., "iou_<class>": ..}`` over the 19 classes or SYNTHIA's 13."""
     names = class_names(confusion.num_classes)
-    indices = (
-        SYNTHIA13_INDICES
-        if evaluation_classes == 13 and confusion.num_classes == 19
-        else range(confusion.num_classes)
-    )
+    if evaluation_classes == 13 and confusion.num_classes != len(CITYSCAPES_CLASSES):
+        raise ValueError(
+            f"the 13-class SYNTHIA evaluation needs the 19 Cityscapes classes, not "
+            f"{confusion.num_classes}"
+        )
+    indices = SYNTHIA13_INDICES if evaluation_classes == 13 else range(confusion.num_classes)
     iou = confusion.iou().cpu().tolist()
     out: dict[str, float] = {"miou": confusion.miou(indices)}
     out.update({f"iou_{names[i]}": iou[i] for i in indices})

@@ -96,6 +96,15 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
             trainer.load_state_dict(resumed[0])
         except CheckpointError as exc:
             raise CheckpointError(f"{resumed[1]}: {exc}") from None
+        if trainer.step_count >= cfg.num_steps:
+            # Finished (maybe further than asked, after a larger --set num_steps): say so, and
+            # leave config.yaml saying what was trained.
+            print(
+                f"already trained: {resumed[1].name} is at step {trainer.step_count} "
+                f"(num_steps {cfg.num_steps}); nothing to do",
+                file=sys.stderr,
+            )
+            return
         log.info("resumed from %s at step %d", resumed[1], trainer.step_count)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     metrics = MetricsLog(out / "metrics.jsonl")

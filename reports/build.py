@@ -130,13 +130,17 @@ class Report:
             f"<div class='verdict'>{'<br>'.join(verdicts) or 'No baseline arm.'}</div>"
         )
 
-    def per_class(self) -> str:
+    def per_class_rows(self) -> pd.DataFrame:
+        """Per-class IoU of the headline: rank-0 confirm trials, best-on-select, report split."""
         best = self.trials[(self.trials["stage"] == "confirm") & (self.trials["rank"] == 0)]
-        rows = self.class_iou[
+        return self.class_iou[
             self.class_iou["trial_id"].isin(best["trial_id"])
             & (self.class_iou["split"] == "report")
             & (self.class_iou["model"] == "best_on_select")
         ]
+
+    def per_class(self) -> str:
+        rows = self.per_class_rows()
         if rows.empty:
             return "<p>No confirm-stage per-class results yet.</p>"
         classes = list(dict.fromkeys(self.class_iou["class"]))

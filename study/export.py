@@ -26,6 +26,7 @@ from adaptseg.fileio import atomic_write
 from study.outcomes import effective_status, last_error_line, load_errored
 
 SCHEMA_VERSION = "1"
+TABLES = ("trials", "evals", "class_iou")
 LOSSES = (
     "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
     "loss_d_main", "loss_d_aux",
@@ -178,10 +179,13 @@ class Tables:
         }
         last = rows[-1] if rows else {}
         reported = last.get("error") if last.get("status") in ("diverged", "errored") else None
-        error = trial["error"] or reported
+        status = trial_status(trial["status"], rows, max_steps)
+        # An error file of an earlier attempt stays in the folder; it is the trial's error only
+        # while the trial still ends in error.
+        error = (trial["error"] or reported) if status in ("errored", "diverged") else None
         out = {
             **base, "experiment": experiment, "rank": _int(config.get("rank")),
-            "status": trial_status(trial["status"], rows, max_steps), "error": error,
+            "status": status, "error": error,
             "best_miou": best[0], "best_step": _int(best[1]),
             "final_miou": mious[-1][0] if mious else None,
             "step_reached": max((_int(r.get("step")) or 0 for r in rows), default=0),
@@ -274,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.study_dir}: not a study directory (no study.yaml)", file=sys.stderr)
         return 2
     counts = export(args.study_dir)
-    print(
-        f"wrote {args.study_dir / 'tables'}: "
-        + ", ".join(f"{k} {v} rows" for k, v in counts.items())
-    )
+    tables = ", ".join(f"{name}.parquet {counts[name]} rows" for name in TABLES)
+    print(f"wrote {args.study_dir / 'tables'}: {tables} ({counts['errored']} errored trials)")
     return 0
 
 

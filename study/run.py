@@ -83,10 +83,16 @@ def check_writable(paths: StudyPaths, origin: str) -> None:
 
 
 def move_aside(paths: StudyPaths) -> Path | None:
+    """Rename the study directory to ``<name>.old-<time>`` (``-2``, ``-3``... when that exists,
+    e.g. twice in one second); never deletes anything."""
     if not paths.root.exists():
         return None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = paths.root.with_name(f"{paths.root.name}.old-{stamp}")
+    number = 1
+    while target.exists():
+        number += 1
+        target = paths.root.with_name(f"{paths.root.name}.old-{stamp}-{number}")
     paths.root.rename(target)
     return target
 

@@ -141,12 +141,14 @@ def ending_row(
     """The last report of a trial that cannot go on. Both end the trial normally instead of
     raising: a retry would ask for the same memory or diverge the same way, and raising would
     burn Ray's retries."""
+    # Its own (step, split, model) key: an evaluation reported at the same step stays.
     row = {**base, "step": step, "split": "select", "miou": math.nan}
     if isinstance(exc, NonFiniteLossError):
-        return {**row, "status": STATUS_DIVERGED, "error": str(exc), **exc.losses}
+        return {**row, "model": STATUS_DIVERGED, "status": STATUS_DIVERGED, "error": str(exc),
+                **exc.losses}  # fmt: skip
     asked = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
     message = f"CUDA out of memory at step {step}: {asked}"
-    return {**row, "status": STATUS_ERRORED, "error": message}
+    return {**row, "model": STATUS_ERRORED, "status": STATUS_ERRORED, "error": message}
 
 
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ TINY = {
     "num_steps": 100,
     "eval_every": 10,
     "num_workers": 0,
+    "device": "cpu",  # bit-exact comparisons hold on CPU; a GPU machine runs these there too
 }
 
 

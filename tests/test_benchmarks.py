@@ -111,3 +111,18 @@ def test_fast_miou_benchmark_trains_both_modes(tmp_path):
         ("fast", 1),
     ]
     assert result["fast_settings"]["amp"] == "bf16"
+
+
+@pytest.mark.slow
+def test_gap_tool_trains_every_arm_and_gives_a_verdict(tmp_path):
+    from adaptseg.data.synthetic import generate
+
+    generate(tmp_path / "bench", seed=0, size=(64, 128), counts=(8, 8, 8))
+    result = run_benchmark("gap.py", tmp_path, str(tmp_path / "bench"), "--steps", "2",
+                           "--seeds", "0", "--workers", "1")  # fmt: skip
+    assert sorted(r["arm"] for r in result["runs"]) == [
+        "bn_control", "oracle", "single_level", "source_only",
+    ]  # fmt: skip
+    assert all(0.0 <= r["miou"] <= 1.0 for r in result["runs"])
+    assert set(result["mean"]) == {"bn_control", "oracle", "single_level", "source_only"}
+    assert isinstance(result["adaptable"], bool) and result["seed_spread"] == 0.0

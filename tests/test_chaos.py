@@ -14,8 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_helpers import ray_env, run_study, study_command, tiny_spec, write_spec
-from test_cluster import ray_pids
+from study_helpers import (
+    kill_tagged,
+    run_study,
+    study_command,
+    tagged_env,
+    tiny_spec,
+    write_spec,
+)
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 
@@ -30,17 +36,12 @@ def chaos_spec(benchmark: Path) -> dict:
     )
 
 
-def kill_hard(driver: subprocess.Popen, before: set[int]) -> None:
-    """SIGKILL the driver's process group, then the Ray processes it started (Ray's workers
+def kill_hard(driver: subprocess.Popen, tag: str) -> None:
+    """SIGKILL the driver's process group, then every process carrying its tag (Ray's workers
     sit in their own process groups and would run on for a minute)."""
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
-    for pid in ray_pids() - before:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(1)
+    kill_tagged(tag)
 
 
 def wait_for(condition, timeout: float = 300) -> None:
@@ -71,11 +72,11 @@ def test_kill_9_three_times_loses_nothing_and_changes_nothing(tmp_path, bench): 
         lambda: (root / "confirm_plan.json").exists(),
         lambda: bool(checkpoints(root, "confirm*")),
     ]
-    before = ray_pids()
     kills = 0
-    for moment in moments:
+    for index, moment in enumerate(moments):
+        tag = f"chaos-deterministic-{os.getpid()}-{index}"
         driver = subprocess.Popen(
-            study_command(chaos_dir / "study.yaml", chaos_dir / "results"), env=ray_env(),
+            study_command(chaos_dir / "study.yaml", chaos_dir / "results"), env=tagged_env(tag),
             cwd=chaos_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -83,7 +84,7 @@ def test_kill_9_three_times_loses_nothing_and_changes_nothing(tmp_path, bench): 
             wait_for(lambda m=moment, d=driver: m() or d.poll() is not None)
         finally:
             if driver.poll() is None:
-                kill_hard(driver, before)
+                kill_hard(driver, tag)
                 kills += 1
     assert kills == 3, "the study finished before a kill"
     final = run_study(chaos_dir / "study.yaml", chaos_dir / "results")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -12,25 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from study_helpers import ray_env, run_study, tiny_spec, write_spec
+from study_helpers import kill_tagged, run_study, tagged_env, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 HEAD, SECOND = "127.0.0.2", "127.0.0.3"
-
-
-def ray_pids() -> set[int]:
-    pids = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"ray" in cmdline and int(entry) != os.getpid():
-            pids.add(int(entry))
-    return pids
 
 
 def free_port() -> int:
@@ -41,30 +25,24 @@ def free_port() -> int:
 
 @pytest.fixture
 def cluster():
-    """A head at 127.0.0.2 and a second node at 127.0.0.3, one CPU each; stopped by the
-    process ids it started (never `ray stop`, which would end other Rays too)."""
-    before = ray_pids()
+    """A head at 127.0.0.2 and a second node at 127.0.0.3, one CPU each; stopped by killing the
+    processes that carry this fixture's tag (never `ray stop`, which would end other Rays)."""
+    tag = f"cluster-{os.getpid()}-{time.time_ns()}"
     port = free_port()
     common = ["--num-cpus=1", "--disable-usage-stats"]
     try:
         subprocess.run(
             ["ray", "start", "--head", f"--node-ip-address={HEAD}", f"--port={port}",
              "--include-dashboard=false", *common],
-            check=True, env=ray_env(), capture_output=True, timeout=120,
+            check=True, env=tagged_env(tag), capture_output=True, timeout=120,
         )  # fmt: skip
         subprocess.run(
             ["ray", "start", f"--address={HEAD}:{port}", f"--node-ip-address={SECOND}", *common],
-            check=True, env=ray_env(), capture_output=True, timeout=120,
+            check=True, env=tagged_env(tag), capture_output=True, timeout=120,
         )  # fmt: skip
         yield f"{HEAD}:{port}"
     finally:
-        started = ray_pids() - before
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(1)
+        kill_tagged(tag)
         marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
         if marker.is_file() and marker.read_text().strip() == f"{HEAD}:{port}":
             marker.unlink()

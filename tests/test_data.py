@@ -130,6 +130,25 @@ def test_select_and_report_partition_the_evaluation_set(tmp_path):
     assert split_part(samples, "select") == select
 
 
+def test_the_split_rule_is_the_parity_of_the_first_sha1_byte_and_survives_new_files():
+    from pathlib import Path
+
+    from adaptseg.data.files import Sample, in_select_part
+
+    # First SHA-1 bytes of the names (computed once, by hand): 96, 221, 166.
+    expected = {"frankfurt_000000_000294_leftImg8bit.png": True,
+                "lindau_000001_000019_leftImg8bit.png": False,
+                "munster_000000_000019_leftImg8bit.png": True}  # fmt: skip
+    for name, select in expected.items():
+        assert in_select_part(Path("/data/val/city") / name) is select
+    names = [f"city_{i:06d}_000019_leftImg8bit.png" for i in range(40)]
+    before = [Sample(Path(n), None) for n in names]
+    after = before + [Sample(Path(f"new_{i:06d}_000019_leftImg8bit.png"), None) for i in range(9)]
+    old = {s.image for s in split_part(before, "select")}
+    assert old == {s.image for s in split_part(after, "select")} & set(Path(n) for n in names)
+    assert split_part(before, "all") == before
+
+
 def stream_batches(dataset, count, state=None, workers=0):
     stream = InfiniteStream(dataset, batch_size=2, seed=5, num_workers=workers)
     if state is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -111,8 +112,12 @@ def test_build_without_tables_is_a_clear_error(tmp_path, capsys):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (Debian package chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("ADAPTSEG_REQUIRE_BROWSER"),
+    reason="no Chromium found (Debian package chromium); CI sets ADAPTSEG_REQUIRE_BROWSER",
+)
 def test_report_renders_in_a_real_browser_offline(study, tmp_path):
+    assert CHROMIUM is not None, "ADAPTSEG_REQUIRE_BROWSER is set but Chromium is missing"
     playwright = pytest.importorskip("playwright.sync_api")
     report = build(study, tmp_path / "report.html")
     errors: list[str] = []
@@ -145,3 +150,23 @@ def test_an_empty_newest_snapshot_left_by_kill_9_is_skipped(tmp_path):
     for experiment in (root / "ray").iterdir():
         (experiment / "experiment_state-2099-01-01_00-00-00.json").write_text("")
     assert export(root) == expected
+
+
+def test_the_export_command_says_what_it_wrote_and_refuses_other_folders(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "cli"
+    fabricate(root, trials_per_arm=2, evals=2)
+    result = subprocess.run([sys.executable, "-m", "study.export", str(root)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"wrote {root / 'tables'}: trials.parquet 20 rows, evals.parquet 60 rows, "
+        "class_iou.parquet 1140 rows (0 errored trials)"
+    )
+    assert (root / "tables" / "trials.parquet").is_file()
+    other = subprocess.run([sys.executable, "-m", "study.export", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert other.returncode == 2
+    assert other.stderr.strip() == f"error: {tmp_path}: not a study directory (no study.yaml)"

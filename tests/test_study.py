@@ -14,7 +14,15 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from study_helpers import ray_env, run_study, study_command, tiny_spec, write_spec
+from study_helpers import (
+    ray_env,
+    run_study,
+    study_command,
+    tagged_env,
+    tagged_pids,
+    tiny_spec,
+    write_spec,
+)
 
 from adaptseg.checkpoint import load_state
 from adaptseg.data.synthetic import generate
@@ -37,8 +45,16 @@ def finished(tmp_path_factory, bench):
     root = work / "results" / "tiny"
     first = run_study(spec_path, work / "results")
     first.summary = (root / "summary.json").read_text() if first.returncode == 0 else None
+    first.rows = row_counts(root)
     second = run_study(spec_path, work / "results")
     return root, first, second
+
+
+def row_counts(root: Path) -> dict[str, list[int]]:
+    return {
+        experiment.name: [len(rows) for rows in experiment_trials(experiment)]
+        for experiment in sorted((root / "ray").iterdir())
+    }
 
 
 def experiment_trials(experiment: Path) -> list[list[dict]]:
@@ -55,12 +71,41 @@ def test_study_completes_and_says_it_runs_on_cpu(finished):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no GPU in the Ray cluster: trials run on CPU" in first.stderr
     summary = json.loads((root / "summary.json").read_text())
+    import pandas as pd
+
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    headline = trials[(trials["stage"] == "confirm") & (trials["rank"] == 0)]
     assert set(summary) == {"source_only", "single_level"}
-    assert all(arm["seeds"] == 2 for arm in summary.values())
+    for arm, values in summary.items():
+        scores = headline.loc[headline["arm"] == arm, "report_miou_best_on_select"]
+        assert values["seeds"] == 2 == len(scores)
+        assert values["report_miou_mean"] == pytest.approx(scores.mean(), abs=1e-12)
+        assert values["report_miou_sd"] == pytest.approx(scores.std(ddof=1), abs=1e-12)
     assert sorted(p.name for p in (root / "best").iterdir()) == [
         "single_level.yaml",
         "source_only.yaml",
     ]
+
+
+@pytest.mark.slow
+def test_the_best_config_trains_with_adaptseg_train(finished, tmp_path):
+    root, *_ = finished
+    best = root / "best" / "single_level.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "adaptseg.train", "--config", str(best), "--set", "num_steps=2",
+         "--set", "eval_every=2", "--set", "checkpoint_every=2", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import yaml
+
+    written, chosen = (
+        yaml.safe_load(p.read_text()) for p in (tmp_path / "run" / "config.yaml", best)
+    )
+    loop = {"num_steps", "eval_every", "checkpoint_every"}
+    assert {k: v for k, v in written.items() if k not in loop} == {
+        k: v for k, v in chosen.items() if k not in loop
+    }
 
 
 @pytest.mark.slow
@@ -121,10 +166,8 @@ def test_the_evaluator_reproduces_a_confirm_trials_report_split_miou(finished, w
 def test_rerunning_a_finished_study_runs_nothing_new(finished):
     root, first, second = finished
     assert second.returncode == 0, second.stderr[-3000:]
-    counts = {
-        experiment.name: [len(rows) for rows in experiment_trials(experiment)]
-        for experiment in (root / "ray").iterdir()
-    }
+    counts = row_counts(root)
+    assert counts == first.rows, "the rerun added rows to an experiment"
     assert counts["confirm"] == [5, 5, 5, 5]  # 3 evaluations + 2 report-split rows, once
     assert (root / "summary.json").read_text() == first.summary
     assert second.stdout.strip().endswith(first.summary.strip())
@@ -253,10 +296,12 @@ def one_long_trial(bench: Path, **extra) -> dict:
     )
 
 
-def start_until_checkpoint(spec_path: Path, results: Path) -> tuple[subprocess.Popen, Path]:
+def start_until_checkpoint(
+    spec_path: Path, results: Path, tag: str = "untagged"
+) -> tuple[subprocess.Popen, Path]:
     """Start a one-arm study and return once its trial has written its second checkpoint."""
     driver = subprocess.Popen(
-        study_command(spec_path, results), env=ray_env(), cwd=spec_path.parent,
+        study_command(spec_path, results), env=tagged_env(tag), cwd=spec_path.parent,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     experiment = results / "tiny" / "ray" / "search-source_only"
@@ -338,16 +383,16 @@ def test_a_diverging_trial_ends_as_diverged_and_the_study_completes(tmp_path, be
     assert (tmp_path / "results" / "tiny" / "report.html").is_file()
 
 
-def worker_pids() -> list[int]:
+def worker_pids(tag: str) -> list[int]:
+    """The trial workers this test's study started (found by its tag, never another's)."""
     pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if b"ImplicitFunc" in handle.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
+    for pid in tagged_pids(tag):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"ImplicitFunc" in handle.read():
+                    pids.append(pid)
+        except OSError:
+            continue
     return pids
 
 
@@ -356,8 +401,8 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
     spec = one_long_trial(bench, max_failures=1)
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
-    driver, experiment = start_until_checkpoint(spec_path, results)
-    before = worker_pids()
+    driver, experiment = start_until_checkpoint(spec_path, results, tag=f"retry-{tmp_path.name}")
+    before = worker_pids(f"retry-{tmp_path.name}")
     assert before, "no trial worker found"
     for pid in before:
         os.kill(pid, signal.SIGKILL)
@@ -375,8 +420,8 @@ def test_a_killed_worker_with_no_retries_left_is_recorded_as_errored_with_the_re
     spec = one_long_trial(bench, max_failures=0)
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
-    driver, _ = start_until_checkpoint(spec_path, results)
-    for pid in worker_pids():
+    driver, _ = start_until_checkpoint(spec_path, results, tag=f"errored-{tmp_path.name}")
+    for pid in worker_pids(f"errored-{tmp_path.name}"):
         os.kill(pid, signal.SIGKILL)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-3000:]
@@ -387,6 +432,16 @@ def test_a_killed_worker_with_no_retries_left_is_recorded_as_errored_with_the_re
     assert trial.status == "errored"
     assert "worker process has died" in trial.error
     assert 6 <= trial.step_reached < 60
+    storage = f"sqlite:///{results / 'tiny' / 'optuna.db'}"
+    (ours,) = optuna.load_study(study_name="tiny-source_only", storage=storage).trials
+    assert ours.state.name == "FAIL"
+    again = run_study(spec_path, results)  # the same command retries it from its checkpoint
+    assert again.returncode == 0, again.stderr[-3000:]
+    (retried,) = pd.read_parquet(results / "tiny" / "tables" / "trials.parquet").itertuples()
+    assert retried.trial_id == trial.trial_id and retried.status == "completed"
+    assert retried.step_reached == 60 and retried.error is None
+    (ours,) = optuna.load_study(study_name="tiny-source_only", storage=storage).trials
+    assert ours.state.name == "COMPLETE" and ours.value == retried.final_miou
 
 
 def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench):
@@ -446,3 +501,63 @@ def test_a_non_finite_loss_ends_the_trial_as_diverged_with_its_losses():
     row = ending_row(exc, 7, {"arm": "single_level"})
     assert row["status"] == "diverged" and row["loss_seg_src_main"] == math.inf
     assert "at step 7" in row["error"]
+
+
+def minimal_study(bench: Path) -> dict:
+    return tiny_spec(
+        bench, train={"num_steps": 2, "schedule_steps": 2, "eval_every": 2},
+        arms={"source_only": {"use_target": False, "multi_level": False}},
+        search={"num_samples": 1, "space": {}}, scheduler={"kind": "none"},
+        confirm={"top_k": 0, "seeds": [0]},
+    )  # fmt: skip
+
+
+def test_fresh_moves_the_old_study_aside_even_twice_in_one_second(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from study.plan import StudyPaths
+    from study.run import move_aside
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(dt, "datetime", Frozen)
+    paths = StudyPaths(tmp_path / "tiny")
+    moved = []
+    for _ in range(3):
+        paths.root.mkdir()
+        (paths.root / "marker").write_text(str(len(moved)))
+        moved.append(move_aside(paths))
+    assert [p.name for p in moved] == [
+        "tiny.old-20260102-030405", "tiny.old-20260102-030405-2", "tiny.old-20260102-030405-3",
+    ]  # fmt: skip
+    assert [(p / "marker").read_text() for p in moved] == ["0", "1", "2"]
+    assert move_aside(paths) is None
+
+
+@pytest.mark.slow
+def test_fresh_for_real_keeps_both_earlier_studies(tmp_path, bench):
+    spec_path = write_spec(tmp_path, minimal_study(bench))
+    results = tmp_path / "results"
+    for _ in range(3):
+        result = run_study(spec_path, results, "--fresh")
+        assert result.returncode == 0, result.stderr[-3000:]
+    kept = sorted(p.name for p in results.iterdir())
+    assert len(kept) == 3 and kept[0] == "tiny"
+    assert all((results / name / "summary.json").exists() for name in kept)
+
+
+@pytest.mark.slow
+def test_a_study_runs_with_ray_token_authentication_left_on(tmp_path, bench):
+    spec_path = write_spec(tmp_path, minimal_study(bench))
+    env = {k: v for k, v in ray_env().items() if k != "RAY_AUTH_MODE"}
+    env["HOME"] = str(tmp_path / "home")  # Ray writes its token to ~/.ray/auth_token
+    result = subprocess.run(
+        study_command(spec_path, tmp_path / "results"), capture_output=True, text=True,
+        timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "home" / ".ray" / "auth_token").is_file(), "authentication was off"
+    assert (tmp_path / "results" / "tiny" / "summary.json").is_file()

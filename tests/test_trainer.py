@@ -102,9 +102,8 @@ def test_single_level_skips_aux_head_and_discriminator():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"gan": "ls"}, {"iter_size": 2}, {"batch_size": 2}, {"optimizer": "sgd"},
-     {"amp": "bf16", "channels_last": True}, {"bn_mode": "frozen"}],
-    ids=["ls-gan", "iter_size", "batch", "sgd", "bf16-channels_last", "frozen-bn"],
+    [{"gan": "ls"}, {"optimizer": "sgd"}, {"amp": "bf16", "channels_last": True}],
+    ids=["ls-gan", "sgd", "bf16-channels_last"],
 )  # fmt: skip
 def test_variants_train(overrides):
     trainer = make_trainer(**overrides)
@@ -214,3 +213,58 @@ def test_cudnn_benchmark_is_switched_on_only_when_asked_and_not_deterministic(mo
     assert torch.backends.cudnn.benchmark is False
     make_trainer(cudnn_benchmark=True)
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_the_ls_gan_loss_is_the_mean_squared_distance_to_the_label():
+    from adaptseg.losses import adv_loss
+
+    logits = torch.tensor([[[[0.5, -1.0], [2.0, 0.0]]]])
+    assert adv_loss(logits, 1.0, "ls").item() == pytest.approx((0.25 + 4.0 + 1.0 + 1.0) / 4)
+    assert adv_loss(logits, 0.0, "ls").item() == pytest.approx((0.25 + 1.0 + 4.0 + 0.0) / 4)
+    softplus = torch.nn.functional.softplus
+    expected = (softplus(-logits).mean()).item()  # BCE with logits against 1
+    assert adv_loss(logits, 1.0, "vanilla").item() == pytest.approx(expected)
+
+
+class Unignored(Dataset):
+    """A dataset whose labels have no ignored pixel (so per-image and per-batch means agree)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        item = self.base[index]
+        if isinstance(item, tuple):
+            image, label = item
+            return image, torch.where(label == 255, 0, label)
+        return item
+
+
+def test_iter_size_2_makes_the_same_update_as_batch_2_with_frozen_batch_norm():
+    def trainer(**overrides):
+        source, target, evals = tiny_data()
+        cfg = tiny_config(bn_mode="frozen", device="cpu", **overrides)
+        return Trainer(cfg, Unignored(source), target, evals)
+
+    accumulated, batched = trainer(iter_size=2), trainer(batch_size=2)
+    a, b = accumulated.step(), batched.step()
+    for key in ALL_LOSSES:
+        assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    for x, y in zip(accumulated.model.parameters(), batched.model.parameters(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_batch_norm_never_moves_its_running_statistics():
+    trainer = make_trainer(bn_mode="frozen")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "running" in k}
+    for _ in range(2):
+        trainer.step()
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert int(after["bn1.num_batches_tracked"]) == 0
+    moving = make_trainer()
+    moving.step()
+    assert not torch.equal(moving.model.bn1.running_mean, before["bn1.running_mean"])

@@ -1,0 +1,127 @@
+"""The tables and the report say what the trials did: numbers and verdicts checked against
+values computed by hand, any arm names, an evaluation kept when a trial diverges right after it,
+only rank 0 in the headline figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import yaml
+from fabricate import _row, _write_experiment
+
+from reports.build import Report
+from study.export import export
+
+ARMS = {
+    "no_adapt": {"use_target": False, "multi_level": False},  # the source-only role
+    "bn_only": {"multi_level": False, "lambda_adv_main": 0.0},  # the control role
+    "adapted": {"multi_level": False},
+}
+
+
+def write_study(root, confirm: dict[str, dict[int, float]], extra_confirm=(), search=()):
+    spec = {
+        "name": root.name, "data": {"synthetic": {"root": "/nowhere"}},
+        "train": {"num_steps": 200, "eval_every": 100}, "arms": ARMS,
+        "search": {"num_samples": 1, "space": {}},
+    }  # fmt: skip
+    root.mkdir(parents=True)
+    (root / "study.yaml").write_text(yaml.safe_dump(spec))
+    trials, counter = [], 0
+    rng = __import__("numpy").random.default_rng(0)
+    for arm, by_seed in confirm.items():
+        for seed, miou in by_seed.items():
+            counter += 1
+            case = {"arm": arm, "stage": "confirm", "rank": 0, "seed": seed}
+            rows = [_row(rng, arm, "confirm", seed, 100 * (i + 1), i + 1, 0.3) for i in range(2)]
+            rows += [_row(rng, arm, "confirm", seed, 200, 3, 0.3, split="report", model="final"),
+                     _row(rng, arm, "confirm", seed, 200, 4, 0.3, split="report",
+                          model="best_on_select", miou=miou)]  # fmt: skip
+            trials.append((f"c{counter:07d}", {"case": case}, "TERMINATED", rows))
+    trials += list(extra_confirm)
+    _write_experiment(root / "ray" / "confirm", trials)
+    for name, experiment in search:
+        _write_experiment(root / "ray" / name, experiment)
+    export(root)
+    return Report(root)
+
+
+T = 4.302652729911275  # Student t, 97.5%, 2 degrees of freedom
+
+
+def test_the_ablation_table_and_verdicts_match_a_hand_computation(tmp_path):
+    report = write_study(tmp_path / "s", {
+        "no_adapt": {0: 0.30, 1: 0.32, 2: 0.34},
+        "bn_only": {0: 0.33, 1: 0.36, 2: 0.33},
+        "adapted": {0: 0.45, 1: 0.48, 2: 0.48},
+    })  # fmt: skip
+    assert report.baselines == ["no_adapt", "bn_only"]
+    html = report.ablation()
+    half = T * 0.02 / math.sqrt(3)  # no_adapt: mean 0.32, sd 0.02
+    assert f"0.3200 [{0.32 - half:.4f}, {0.32 + half:.4f}]" in html
+    # adapted - no_adapt by seed: 0.15, 0.16, 0.14 -> mean 0.15, sd 0.01
+    half = T * 0.01 / math.sqrt(3)
+    assert (
+        f"<b>adapted beats no_adapt</b> by 0.1500 mIoU (95% CI [{0.15 - half:+.4f}, "
+        f"{0.15 + half:+.4f}], 3 paired seeds)."
+    ) in html
+    # adapted - bn_only: 0.12, 0.12, 0.15 -> mean 0.13, sd sqrt(0.0003)
+    half = T * math.sqrt(0.0003) / math.sqrt(3)
+    assert f"<b>adapted beats bn_only</b> by 0.1300 mIoU (95% CI [{0.13 - half:+.4f}" in html
+    # bn_only - no_adapt: 0.03, 0.04, -0.01 -> mean 0.02: the interval includes 0
+    assert "bn_only vs no_adapt: no clear difference (+0.0200, 95% CI [" in html
+    assert "no_adapt vs" not in html  # the bottom baseline is compared with nothing
+
+
+def test_one_seed_is_shown_without_an_interval(tmp_path):
+    report = write_study(tmp_path / "s", {"no_adapt": {0: 0.3}, "adapted": {0: 0.5}})
+    html = report.ablation()
+    assert "0.3000 (1 seed: no interval)" in html
+    assert "adapted vs no_adapt: fewer than two paired seeds, no interval." in html
+
+
+def test_a_trial_that_diverges_right_after_an_evaluation_keeps_that_evaluation(tmp_path):
+    from adaptseg.trainer import NonFiniteLossError
+    from study.trainable import ending_row
+
+    base = {"arm": "adapted", "stage": "search", "seed": 1234}
+    rows = [
+        {**base, "step": 100, "split": "select", "miou": 0.31, "training_iteration": 1,
+         "iterations_since_restore": 1, "status": "ok"},
+        {**base, "step": 200, "split": "select", "miou": 0.35, "training_iteration": 2,
+         "iterations_since_restore": 2, "status": "ok"},
+        {**ending_row(NonFiniteLossError(200, {"loss_seg_src_main": math.nan}), 200, base),
+         "training_iteration": 3, "iterations_since_restore": 3},
+    ]  # fmt: skip
+    search = [("search-adapted", [("d0000001", {"arm": "adapted", "stage": "search"},
+                                   "TERMINATED", rows)])]  # fmt: skip
+    write_study(tmp_path / "s", {"adapted": {0: 0.5}}, search=search)
+    trials = pd.read_parquet(tmp_path / "s" / "tables" / "trials.parquet")
+    row = trials[trials["stage"] == "search"].iloc[0]
+    assert row["status"] == "diverged" and row["best_miou"] == 0.35 and row["best_step"] == 200
+    assert row["final_miou"] == 0.35 and "at step 200" in row["error"]
+    evals = pd.read_parquet(tmp_path / "s" / "tables" / "evals.parquet")
+    evals = evals[evals["stage"] == "search"]
+    assert list(zip(evals["step"], evals["model"])) == [(100, "current"), (200, "current"),
+                                                         (200, "diverged")]  # fmt: skip
+    lines = tmp_path / "s" / "ray" / "search-adapted" / "train_trial_d0000001" / "result.json"
+    assert max(json.loads(x)["miou"] for x in lines.read_text().splitlines()[:2]) == 0.35
+
+
+def test_with_top_k_2_the_headline_figures_use_rank_0_only(tmp_path):
+    rng = __import__("numpy").random.default_rng(1)
+    case = {"arm": "adapted", "stage": "confirm", "rank": 1, "seed": 0}
+    rows = [_row(rng, "adapted", "confirm", 0, 200, 1, 0.9, split="report", model=m, miou=0.99)
+            for m in ("final", "best_on_select")]  # fmt: skip
+    report = write_study(
+        tmp_path / "s", {"adapted": {0: 0.5}, "no_adapt": {0: 0.3}},
+        extra_confirm=[("r1000000", {"case": case}, "TERMINATED", rows)],
+    )  # fmt: skip
+    assert report.confirm_scores("best_on_select")["adapted"] == {0: 0.5}
+    trials = report.trials.set_index("trial_id")
+    rank_1 = report.class_iou[report.class_iou["trial_id"] == "r1000000"]
+    assert not rank_1.empty and trials.loc["r1000000", "rank"] == 1
+    used = report.per_class_rows()
+    assert set(used["arm"]) == {"adapted", "no_adapt"} and "r1000000" not in set(used["trial_id"])
