@@ -24,10 +24,15 @@ from adaptseg.fileio import atomic_write_text
 from study.export import export
 from study.outcomes import effective_status, last_error_line, load_errored, update_errored
 from study.plan import (
-    CONFIRM_EXPERIMENT,
     Interrupted,
     StudyIncomplete,
     StudyPaths,
+    confirm_experiment,
+    confirm_parts,
+    legacy_fits,
+    part_number,
+    plan_key,
+    read_plan,
     search_experiment,
 )
 from study.provenance import write_provenance
@@ -158,12 +163,15 @@ def _fit(
 
 
 def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> list[TrialRecord]:
+    """The arm's search: its experiments restored (unfinished trials go on), then, when the
+    spec asks for more samples than they hold (a grown study), one more experiment for the
+    rest, on the same Optuna study (its history is kept)."""
     cfg = arm_config(spec, arm)
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
-    name = search_experiment(arm)
+    experiments = Path(paths.experiments)
 
-    def new() -> tune.Tuner:
+    def new(name: str, samples: int) -> tune.Tuner:
         scheduler = None
         if spec.scheduler.kind == "asha":
             scheduler = ASHAScheduler(
@@ -179,19 +187,29 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> lis
                 mode="max",
                 search_alg=make_search(spec, arm, paths.optuna_url, cfg.num_steps, concurrent),
                 scheduler=scheduler,
-                num_samples=spec.search.num_samples,
+                num_samples=samples,
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
             run_config=_run_config(spec, paths, name),
         )
 
+    records: list[TrialRecord] = []
+    names: list[str] = []
     try:
-        return _fit(paths, name, trainable, new)
+        for part in range(1, 1000):
+            name = search_experiment(arm, part)
+            samples = spec.search.num_samples - sum(1 for r in records if r.config)
+            exists = paths.storage is not None or (experiments / name).is_dir()
+            if samples <= 0 and not (exists and tune.Tuner.can_restore(paths.experiment(name))):
+                break
+            names.append(name)
+            records += _fit(paths, name, trainable, lambda n=name, k=samples: new(n, k))
+        return records
     finally:
-        if paths.storage is None:
+        if paths.storage is None and names:
             changed = reconcile_search(
-                paths.root, [Path(paths.experiment(name))], paths.optuna_url,
+                paths.root, [experiments / n for n in names], paths.optuna_url,
                 f"{spec.name}-{arm}", cfg.num_steps,
             )  # fmt: skip
             if changed:
@@ -201,9 +219,15 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> lis
 def confirm_plan(
     spec: StudySpec, paths: StudyPaths, searches: dict[str, list[TrialRecord]]
 ) -> list[dict]:
-    """Fixed on first use (saved), so a resumed confirm stage runs exactly the same trials."""
-    if paths.confirm_plan.exists():
-        return json.loads(paths.confirm_plan.read_text())
+    """The confirm cases. Fixed once made (saved), so a resumed confirm stage runs exactly the
+    same trials; a grown study (more samples, seeds, top_k or arms) appends a new generation,
+    made from the whole search, and reuses every finished case that is still planned."""
+    plan = read_plan(paths.confirm_plan)
+    key = plan_key(spec)
+    if plan:
+        made_for, cases = plan[-1]["for"], plan[-1]["cases"]
+        if made_for == key or (made_for is None and legacy_fits(cases, key)):
+            return cases
 
     # Most expensive arms first (multi-level, then adversarial), so no long trial runs alone
     # at the end while the other slots idle.
@@ -221,7 +245,8 @@ def confirm_plan(
         for arm in sorted(searches, key=cost)
     }
     cases = confirm_cases(picks, spec.confirm.seeds)
-    atomic_write_text(paths.confirm_plan, json.dumps(cases, indent=2) + "\n")
+    plan.append({"for": key, "cases": cases})
+    atomic_write_text(paths.confirm_plan, json.dumps({"generations": plan}, indent=2) + "\n")
     return cases
 
 
@@ -240,32 +265,38 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
 def run_confirm(
     spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float
 ) -> list[TrialRecord]:
-    """The confirm cases as a grid. A kill -9 just after Tune created the grid can leave an
-    experiment that restores with fewer trials than planned (one trial recorded without its
-    config, the other variants never created); the cases still missing then run in a further
-    experiment (``confirm-2``, ``confirm-3``), so every planned case runs exactly once."""
+    """The confirm cases as grids. Every confirm experiment that exists is restored first; the
+    cases still missing then run in a further one (``confirm-2``, ``confirm-3`` ...): after a
+    kill -9 just after Tune created a grid (it can restore with fewer trials than planned, one
+    recorded without its config), or when a grown study plans new cases. So every planned case
+    runs exactly once."""
     trainable = _trainable(spec, gpus)
-    records: list[TrialRecord] = []
-    for attempt in range(CONFIRM_ATTEMPTS):
-        name = CONFIRM_EXPERIMENT if attempt == 0 else f"{CONFIRM_EXPERIMENT}-{attempt + 1}"
+
+    def grid(name: str) -> Callable[[], tune.Tuner]:
         missing = set(missing_cases(cases, records))
-        if attempt and not missing and not tune.Tuner.can_restore(paths.experiment(name)):
-            break
         todo = [case for case in cases if planned(case) in missing]
+        return lambda: tune.Tuner(
+            trainable,
+            param_space={"case": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                reuse_actors=True,
+            ),
+            run_config=_run_config(spec, paths, name),
+        )
 
-        def new(todo: list[dict] = todo, name: str = name) -> tune.Tuner:
-            return tune.Tuner(
-                trainable,
-                param_space={"case": tune.grid_search(todo)},
-                tune_config=tune.TuneConfig(
-                    num_samples=1,
-                    max_concurrent_trials=spec.resources.max_concurrent_trials,
-                    reuse_actors=True,
-                ),
-                run_config=_run_config(spec, paths, name),
-            )
-
-        records += _fit(paths, name, trainable, new)
+    records: list[TrialRecord] = []
+    parts = confirm_parts(Path(paths.experiments)) if paths.storage is None else []
+    for name in parts:
+        records += _fit(paths, name, trainable, grid(name))
+    number = max((part_number(name) for name in parts), default=0) + 1
+    for _ in range(CONFIRM_ATTEMPTS):
+        if not missing_cases(cases, records):
+            break
+        name = confirm_experiment(number)
+        records += _fit(paths, name, trainable, grid(name))
+        number += 1
     return records
 
 
@@ -330,7 +361,7 @@ def run_study(
             from reports.build import build
 
             log.info("report: %s", build(paths.root))
-        summary = summarise(confirm)
+        summary = summarise(confirm, cases)
         atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
     finally:

@@ -24,6 +24,8 @@ import yaml
 from adaptseg.evaluation import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
 from study.outcomes import effective_status, last_error_line, load_errored
+from study.plan import current_cases
+from study.selection import case_key, current_ranks
 
 SCHEMA_VERSION = "1"
 TABLES = ("trials", "evals", "class_iou")
@@ -139,16 +141,26 @@ def trial_status(ray_status: str, rows: list[dict[str, Any]], max_steps: int) ->
 class Tables:
     """Accumulates rows for the three tables of one study."""
 
-    def __init__(self, study: str, space: dict[str, dict], code_version: str) -> None:
+    def __init__(
+        self,
+        study: str,
+        space: dict[str, dict],
+        code_version: str,
+        ranks: dict[tuple, int] | None,
+    ) -> None:
         self.study, self.space, self.code_version = study, space, code_version
+        self.ranks = ranks  # case key -> rank in the current confirm plan (None: no plan file)
         self.evals: list[dict] = []
         self.classes: list[dict] = []
         self.trials: list[dict] = []
 
     def add(self, experiment: str, trial: dict, max_steps: int) -> None:
         rows = read_rows(trial["dir"])
-        config = {**trial["config"].get("case", {}), **trial["config"]}
+        case = trial["config"].get("case")
+        config = {**(case or {}), **trial["config"]}
         config.pop("case", None)
+        if case and self.ranks is not None:
+            config["rank"] = self.ranks.get(case_key(case))  # None: no longer planned
         arm, stage = config.get("arm"), config.get("stage", "search")
         seed = _int(rows[0].get("seed")) if rows else _int(config.get("seed"))
         base = {"study": self.study, "arm": arm, "stage": stage, "trial_id": trial["trial_id"],
@@ -237,12 +249,14 @@ def export(study_dir: Path) -> dict[str, int]:
     """Write ``tables/{trials,evals,class_iou}.parquet``; returns the row counts (and how many
     trials errored)."""
     spec = yaml.safe_load((study_dir / "study.yaml").read_text())
+    plan = study_dir / "confirm_plan.json"
     provenance_file = study_dir / "provenance.json"
     provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
     tables = Tables(
         spec["name"],
         spec.get("search", {}).get("space", {}),
         provenance.get("code_version", "unknown"),
+        current_ranks(current_cases(study_dir / "confirm_plan.json")) if plan.exists() else None,
     )
     max_steps = {arm: _arm_steps(spec, arm) for arm in spec["arms"]}
     experiments = study_dir / "ray"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,138 @@ def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def search_experiment(arm: str) -> str:
-    return f"search-{arm}"
+def search_experiment(arm: str, part: int = 1) -> str:
+    """The Ray experiment of an arm's search; a study grown later adds ``search-<arm>@2`` ..."""
+    return f"search-{arm}" if part == 1 else f"search-{arm}@{part}"
+
+
+def search_parts(experiments: Path, arm: str) -> list[str]:
+    """The experiments of an arm's search that exist, in the order they were made."""
+    names = [search_experiment(arm)] + [
+        p.name for p in experiments.glob(f"search-{arm}@*") if p.name.rsplit("@", 1)[1].isdigit()
+    ]
+    found = [n for n in names if (experiments / n).is_dir()]
+    return sorted(found, key=lambda n: int(n.rsplit("@", 1)[1]) if "@" in n else 1)
 
 
 CONFIRM_EXPERIMENT = "confirm"
+
+
+def confirm_experiment(part: int) -> str:
+    return CONFIRM_EXPERIMENT if part == 1 else f"{CONFIRM_EXPERIMENT}-{part}"
+
+
+def part_number(name: str) -> int:
+    """1 for ``confirm``, N for ``confirm-N``."""
+    return 1 if name == CONFIRM_EXPERIMENT else int(name.rsplit("-", 1)[1])
+
+
+def confirm_parts(experiments: Path) -> list[str]:
+    """The confirm experiments that exist (``confirm``, ``confirm-2``, ...), in order."""
+    found = [p.name for p in experiments.glob(f"{CONFIRM_EXPERIMENT}*") if p.is_dir()]
+    valid = [n for n in found if n == CONFIRM_EXPERIMENT or n.rsplit("-", 1)[1].isdigit()]
+    return sorted(valid, key=part_number)
+
+
+# --- the confirm plan ------------------------------------------------------------------------
+def plan_key(spec: StudySpec) -> dict[str, Any]:
+    """What a confirm plan was made for: a grown study makes a new one."""
+    return {"arms": list(spec.arms), "num_samples": spec.search.num_samples,
+            "top_k": spec.confirm.top_k, "seeds": list(spec.confirm.seeds)}  # fmt: skip
+
+
+def read_plan(path: Path) -> list[dict[str, Any]]:
+    """The plan's generations, oldest first; each ``{"for": plan_key, "cases": [...]}``. An
+    earlier version saved one list of cases: that is one generation made for an unknown key."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return [{"for": None, "cases": data}]
+    return list(data["generations"])
+
+
+def current_cases(path: Path) -> list[dict[str, Any]]:
+    plan = read_plan(path)
+    return plan[-1]["cases"] if plan else []
+
+
+def legacy_fits(cases: list[dict[str, Any]], key: dict[str, Any]) -> bool:
+    """Whether a plan saved without its key fits the spec (same arms, seeds and top_k)."""
+    arms = {c["arm"] for c in cases}
+    seeds = sorted({c["seed"] for c in cases})
+    ranks = {c["rank"] for c in cases}
+    return (arms <= set(key["arms"]) and seeds == sorted(key["seeds"])
+            and ranks == set(range(key["top_k"])))  # fmt: skip
+
+
+# --- growing a study --------------------------------------------------------------------------
+OPERATIONAL = ("ray.",)  # where the study runs, not what it computes
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Compare a study's saved spec with the one given now: ``(grown, refused)`` key paths.
+
+    Grown: changes that only add work and leave every finished trial comparable: more search
+    samples, a larger ``confirm.top_k``, confirm seeds appended, a new arm (and search-space
+    ``arms:`` lists that add only new arms). Refused: any other change of what is computed.
+    Where the study runs (``ray.*``) may change freely."""
+    old_arms, new_arms = set(old.get("arms", {})), set(new.get("arms", {}))
+    added = new_arms - old_arms
+    grown, refused = [], []
+    flat_old, flat_new = flatten(old), flatten(new)
+    for key in sorted(set(flat_old) | set(flat_new)):
+        before, after = flat_old.get(key), flat_new.get(key)
+        if before == after or key.startswith(OPERATIONAL):
+            continue
+        parts = key.split(".")
+        if parts[0] == "arms" and len(parts) > 1 and parts[1] in added:
+            grown.append(f"arms.{parts[1]}")
+        elif key in ("search.num_samples", "confirm.top_k") and _more(before, after):
+            grown.append(key)
+        elif key == "confirm.seeds" and _appended(before, after):
+            grown.append(key)
+        elif (
+            parts[:2] == ["search", "space"]
+            and parts[-1] == "arms"
+            and _adds_only(before, after, added)
+        ):
+            grown.append(key)
+        elif (
+            parts[:2] == ["search", "space"]
+            and before is None
+            and _only_new_arms(flat_new, parts, added)
+        ):
+            grown.append(".".join(parts[:3]))
+        else:
+            refused.append(key)
+    grown += [f"arms.{arm}" for arm in added]  # an arm of no settings ({}) has no keys
+    refused += [f"arms.{arm}" for arm in sorted(old_arms - new_arms)]
+    return sorted(set(grown)), sorted(set(refused))
+
+
+def _more(before: Any, after: Any) -> bool:
+    return isinstance(before, int) and isinstance(after, int) and after > before
+
+
+def _appended(before: Any, after: Any) -> bool:
+    return (
+        isinstance(before, list) and isinstance(after, list) and len(after) > len(before)
+        and after[: len(before)] == before
+    )  # fmt: skip
+
+
+def _adds_only(before: Any, after: Any, added: set[str]) -> bool:
+    return (
+        isinstance(before, list) and isinstance(after, list) and set(before) <= set(after)
+        and set(after) - set(before) <= added
+    )  # fmt: skip
+
+
+def _only_new_arms(flat: dict[str, Any], parts: list[str], added: set[str]) -> bool:
+    """A search-space key that is new and limited to new arms."""
+    arms = flat.get(".".join([*parts[:3], "arms"]))
+    return isinstance(arms, list) and bool(arms) and set(arms) <= added
 
 
 def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:

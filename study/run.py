@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from adaptseg.config import ConfigError, changed_keys, parse_size
+from adaptseg.config import ConfigError, parse_size
 from adaptseg.data.preprocess import DataError
-from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, flatten
+from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, spec_changes
 from study.spec import SpecError, StudySpec, arm_config, load_spec
 
 log = logging.getLogger("study.run")
@@ -58,16 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_unchanged(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> None:
+def check_growth(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> list[str]:
+    """A study that exists may only grow (study.plan.spec_changes); returns what grows."""
     if not paths.spec_file.exists():
-        return
-    old = flatten(yaml.safe_load(paths.spec_file.read_text()) or {})
-    changed = changed_keys(old, flatten(resolved))
-    if changed:
+        return []
+    old = yaml.safe_load(paths.spec_file.read_text()) or {}
+    grown, refused = spec_changes(old, resolved)
+    if refused:
         raise SpecError(
             f"{origin}: the study in {paths.root} was started with other values for "
-            f"{', '.join(changed)}; rerun with --fresh to start over (the old one is kept)"
+            f"{', '.join(refused)}, which would make its finished trials incomparable; "
+            "rerun with --fresh to start over (the old one is kept)"
         )
+    return grown
 
 
 def check_writable(paths: StudyPaths, origin: str) -> None:
@@ -164,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = StudyPaths.for_spec(spec, args.results)
         resolved = spec.dump()
         check_writable(paths, str(args.study))
-        if not args.fresh:
-            check_unchanged(paths, resolved, str(args.study))
+        grown = [] if args.fresh else check_growth(paths, resolved, str(args.study))
         try:
             check_data(spec, generate=not args.dry_run)
         except DataError as exc:
@@ -173,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         check_init_weights(spec, str(args.study))
         if args.dry_run:
             print(describe_plan(spec, paths))
+            if grown:
+                print(f"grows the existing study: {', '.join(grown)}")
             return EXIT_OK
+        if grown:
+            print(f"growing the study in {paths.root}: {', '.join(grown)}", file=sys.stderr)
         from study.driver import run_study
 
         if args.fresh and (moved := move_aside(paths)) is not None:

@@ -65,27 +65,49 @@ def confirm_cases(
     ]
 
 
+CASE_FIELDS = ("arm", "stage", "rank", "seed")
+
+
 def planned(case: dict[str, Any]) -> Case:
     return case["arm"], case["rank"], case["seed"]
 
 
-def finished_cases(records: Iterable[TrialRecord]) -> set[Case]:
-    """The confirm cases that some trial finished without an error."""
-    return {planned(r.case) for r in records if r.case is not None and not r.errored}
+def case_key(case: dict[str, Any]) -> tuple:
+    """What a confirm case runs: the arm, the seed and the sampled values (not its rank, which
+    can change when a grown study ranks its search anew)."""
+    params = tuple(sorted((k, v) for k, v in case.items() if k not in CASE_FIELDS))
+    return case["arm"], case["seed"], params
+
+
+def finished_cases(records: Iterable[TrialRecord]) -> set[tuple]:
+    """The keys of the confirm cases that some trial finished without an error."""
+    return {case_key(r.case) for r in records if r.case is not None and not r.errored}
 
 
 def missing_cases(cases: Sequence[dict[str, Any]], records: Iterable[TrialRecord]) -> list[Case]:
     done = finished_cases(records)
-    return [planned(c) for c in cases if planned(c) not in done]
+    return [planned(c) for c in cases if case_key(c) not in done]
 
 
-def summarise(records: Iterable[TrialRecord]) -> dict[str, dict[str, Any]]:
+def current_ranks(cases: Iterable[dict[str, Any]]) -> dict[tuple, int]:
+    """``case_key -> rank`` in the current confirm plan (a case no longer planned: absent)."""
+    return {case_key(case): case["rank"] for case in cases}
+
+
+def summarise(
+    records: Iterable[TrialRecord], cases: Sequence[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per arm: report-split mIoU of the rank-0 config's best-on-select model, over seeds
-    (mean, standard deviation or None for one seed, how many seeds)."""
+    (mean, standard deviation or None for one seed, how many seeds). Ranks are those of the
+    current plan ``cases`` when given (a grown study may rank its configs anew)."""
+    ranks = current_ranks(cases) if cases is not None else None
     per_arm: dict[str, list[float]] = {}
     for record in records:
         case = record.case
-        if case is None or record.errored or case.get("rank") != 0:
+        if case is None or record.errored:
+            continue
+        rank = ranks.get(case_key(case)) if ranks is not None else case.get("rank")
+        if rank != 0:
             continue
         chosen = [
             r["miou"] for r in record.rows

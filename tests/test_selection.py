@@ -82,7 +82,7 @@ def confirm(arm: str, rank: int, seed: int, miou: float | None, errored: bool = 
 def test_missing_cases_are_those_no_trial_finished_without_an_error():
     cases = confirm_cases({"a": [{}]}, seeds=[0, 1, 2])
     records = [confirm("a", 0, 0, 0.5), confirm("a", 0, 1, 0.5, errored=True)]
-    assert finished_cases(records) == {("a", 0, 0)}
+    assert finished_cases(records) == {("a", 0, ())}  # (arm, seed, sampled values)
     assert missing_cases(cases, records) == [("a", 0, 1), ("a", 0, 2)]
 
 

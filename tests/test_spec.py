@@ -149,3 +149,70 @@ def test_define_by_run_space_gives_each_arm_exactly_its_parameters(tmp_path, arm
     assert set(trial.asked) == expected
     assert constants == {"arm": arm, "stage": "search"}
     assert trial.asked["lr"] == ("float", 1e-4, 1e-3, True)
+
+
+def load_spec_dict() -> dict:
+    return yaml.safe_load(yaml.safe_dump(BASE))
+
+
+@pytest.mark.parametrize(
+    ("changes", "grown"),
+    [({"search/num_samples": 4}, ["search.num_samples"]),
+     ({"confirm/top_k": 2}, ["confirm.top_k"]),
+     ({"confirm/seeds": [0, 1, 2, 3]}, ["confirm.seeds"]),
+     ({"arms/feature_level": {"multi_level": False, "adapt_space": "feature"}},
+      ["arms.feature_level"]),
+     ({"arms/bare": {}}, ["arms.bare"]),
+     ({"arms/new": {"multi_level": False},
+       "search/space/lambda_adv_main/arms": ["single_level", "multi_level", "new"]},
+      ["arms.new", "search.space.lambda_adv_main.arms"]),
+     ({"ray/address": "auto"}, [])],
+)  # fmt: skip
+def test_changes_that_only_add_work_grow_the_study(changes, grown):
+    from study.plan import spec_changes
+
+    old = load_spec_dict()
+    old["confirm"] = {"top_k": 1, "seeds": [0, 1, 2]}
+    new = yaml.safe_load(yaml.safe_dump(old))
+    for dotted, value in changes.items():
+        node = new
+        *parents, leaf = dotted.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    assert spec_changes(old, new) == (grown, [])
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [({"search/num_samples": 1}, ["search.num_samples"]),
+     ({"confirm/seeds": [0, 2]}, ["confirm.seeds"]),
+     ({"confirm/seeds": [5, 0, 1, 2]}, ["confirm.seeds"]),
+     ({"train/num_steps": 40}, ["train.num_steps"]),
+     ({"arms/source_only/use_target": True}, ["arms.source_only.use_target"]),
+     ({"search/space/lr/log_uniform": [1e-5, 1e-3]}, ["search.space.lr.log_uniform"]),
+     ({"search/space/lambda_adv_main/arms": ["multi_level"]},
+      ["search.space.lambda_adv_main.arms"])],
+)  # fmt: skip
+def test_changes_that_make_finished_trials_incomparable_are_named(changes, refused):
+    from study.plan import spec_changes
+
+    old = load_spec_dict()
+    old["confirm"] = {"top_k": 1, "seeds": [0, 1, 2]}
+    new = yaml.safe_load(yaml.safe_dump(old))
+    for dotted, value in changes.items():
+        node = new
+        *parents, leaf = dotted.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    assert spec_changes(old, new)[1] == refused
+
+
+def test_removing_an_arm_is_refused():
+    from study.plan import spec_changes
+
+    old = load_spec_dict()
+    new = yaml.safe_load(yaml.safe_dump(old))
+    del new["arms"]["multi_level"]
+    assert "arms.multi_level" in spec_changes(old, new)[1]

@@ -480,7 +480,8 @@ def test_changed_spec_message(tmp_path, bench, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
         f"error: {spec_path}: the study in {study_dir} was started with other values for "
-        "search.num_samples, train.ndf; rerun with --fresh to start over (the old one is kept)"
+        "search.num_samples, train.ndf, which would make its finished trials incomparable; "
+        "rerun with --fresh to start over (the old one is kept)"
     )
 
 
@@ -561,3 +562,69 @@ def test_a_study_runs_with_ray_token_authentication_left_on(tmp_path, bench):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "home" / ".ray" / "auth_token").is_file(), "authentication was off"
     assert (tmp_path / "results" / "tiny" / "summary.json").is_file()
+
+
+def result_lines(experiment: Path) -> dict[str, int]:
+    return {t.name: len((t / "result.json").read_text().splitlines())
+            for t in experiment.iterdir() if (t / "result.json").is_file()}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_finished_study_grows_and_runs_only_what_is_new(tmp_path, bench):
+    spec = tiny_spec(bench, search={"num_samples": 2}, confirm={"top_k": 1, "seeds": [0, 1]},
+                     scheduler={"kind": "none"})  # fmt: skip
+    spec_path = write_spec(tmp_path, spec)
+    results, root = tmp_path / "results", tmp_path / "results" / "tiny"
+    assert run_study(spec_path, results).returncode == 0
+    before = {e.name: result_lines(e) for e in (root / "ray").iterdir()}
+    plan = json.loads((root / "confirm_plan.json").read_text())["generations"]
+
+    grown = run_study(spec_path, results, "--set", "search.num_samples=3",
+                      "--set", "confirm.seeds=[0, 1, 2]")  # fmt: skip
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    assert "growing the study" in grown.stderr and "search.num_samples" in grown.stderr
+    for name, lines in before.items():  # nothing that finished ran again
+        now = result_lines(root / "ray" / name)
+        assert {t: now[t] for t in lines} == lines, name
+    assert sorted(p.name for p in (root / "ray").iterdir()) == [
+        "confirm", "confirm-2", "search-single_level", "search-single_level@2",
+        "search-source_only", "search-source_only@2",
+    ]  # fmt: skip
+    for arm in ("source_only", "single_level"):
+        study = optuna.load_study(
+            study_name=f"tiny-{arm}", storage=f"sqlite:///{root / 'optuna.db'}"
+        )
+        assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials)
+    generations = json.loads((root / "confirm_plan.json").read_text())["generations"]
+    assert generations[0] == plan[0] and len(generations) == 2
+    import pandas as pd
+
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    planned = trials[(trials["stage"] == "confirm") & trials["rank"].notna()]
+    assert sorted(zip(planned["arm"], planned["seed"])) == [
+        (arm, seed) for arm in ("single_level", "source_only") for seed in (0, 1, 2)
+    ]
+    summary = json.loads((root / "summary.json").read_text())
+    assert all(arm["seeds"] == 3 for arm in summary.values())
+    again = run_study(spec_path, results, "--set", "search.num_samples=3",
+                      "--set", "confirm.seeds=[0, 1, 2]")  # fmt: skip
+    assert again.returncode == 0 and not (root / "ray" / "confirm-3").exists()
+
+
+@pytest.mark.slow
+def test_a_new_arm_runs_its_search_and_confirm_only(tmp_path, bench):
+    spec = tiny_spec(bench, search={"num_samples": 2}, confirm={"top_k": 1, "seeds": [0]},
+                     scheduler={"kind": "none"})  # fmt: skip
+    spec_path = write_spec(tmp_path, spec)
+    results, root = tmp_path / "results", tmp_path / "results" / "tiny"
+    assert run_study(spec_path, results).returncode == 0
+    before = {e.name: result_lines(e) for e in (root / "ray").iterdir()}
+    grown = run_study(spec_path, results, "--set", "arms.bn_control.lambda_adv_main=0.0",
+                      "--set", "arms.bn_control.multi_level=false")  # fmt: skip
+    assert grown.returncode == 0, grown.stderr[-3000:]
+    for name, lines in before.items():
+        now = result_lines(root / "ray" / name)
+        assert {t: now[t] for t in lines} == lines, name
+    assert len(result_lines(root / "ray" / "search-bn_control")) == 2
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary) == {"source_only", "single_level", "bn_control"}
