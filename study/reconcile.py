@@ -142,13 +142,14 @@ def reconcile_search(
             state, value = expected[ray_id]
         else:
             state, value = TrialState.FAIL, None
-            if not orphan:
-                storage.set_trial_user_attr(
-                    trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
-                )
         if trial.state == state and (state != TrialState.COMPLETE or trial.value == value):
-            continue
-        reopen(storage, trial._trial_id)
+            if orphan or state != TrialState.FAIL or ray_id in expected:
+                continue
+        reopen(storage, trial._trial_id)  # attributes and states change only while RUNNING
+        if state == TrialState.FAIL and ray_id not in expected and not orphan:
+            storage.set_trial_user_attr(
+                trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
+            )
         if state != TrialState.RUNNING:
             values = [value] if state == TrialState.COMPLETE else None
             storage.set_trial_state_values(trial._trial_id, state, values)

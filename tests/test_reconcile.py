@@ -1,0 +1,90 @@
+"""Bringing Optuna's records in line with Ray's (no Ray needed: both records made by hand)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from fabricate import _write_experiment
+from optuna.trial import TrialState
+
+from study.reconcile import reconcile_search, repair_snapshots, session_problem, sessions
+from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR
+
+
+def rows(steps, mious, **extra):
+    return [{"step": s, "split": "select", "miou": m, "training_iteration": i + 1,
+             "iterations_since_restore": i + 1, "status": "ok", **extra}
+            for i, (s, m) in enumerate(zip(steps, mious))]  # fmt: skip
+
+
+def test_every_optuna_trial_ends_as_its_ray_trial_did(tmp_path):
+    experiment = tmp_path / "ray" / "search-a"
+    config = {"arm": "a", "stage": "search"}
+    _write_experiment(experiment, [
+        ("done", config, "TERMINATED", rows([2, 4], [0.1, 0.3])),     # completed
+        ("cut", config, "TERMINATED", rows([2], [0.2])),              # early_stopped
+        ("live", config, "RUNNING", rows([2], [0.2])),                # running
+        ("bad", config, "TERMINATED", rows([2], [float("nan")], status="diverged")),
+    ])  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s-a", storage=url, direction="maximize")
+    made = {}
+    for ray_id, state in [("done", None), ("cut", TrialState.COMPLETE), ("live", TrialState.PRUNED),
+                          ("bad", None), ("gone", TrialState.COMPLETE), ("asked", None)]:  # fmt: skip
+        trial = study.ask()
+        trial.set_user_attr(RAY_TRIAL_ATTR, ray_id)
+        if state is not None:
+            study.tell(trial, 0.9 if state == TrialState.COMPLETE else None, state=state)
+        made[ray_id] = trial.number
+    study.ask()  # asked before it could carry its Ray id, then the run was killed
+    changed = reconcile_search(tmp_path, [experiment], url, "s-a", max_steps=4)
+    trials = {t.number: t for t in optuna.load_study(study_name="s-a", storage=url).trials}
+    state = {ray_id: trials[number].state for ray_id, number in made.items()}
+    assert state == {
+        "done": TrialState.COMPLETE, "cut": TrialState.PRUNED, "live": TrialState.RUNNING,
+        "bad": TrialState.FAIL, "gone": TrialState.FAIL, "asked": TrialState.FAIL,
+    }  # fmt: skip
+    assert trials[made["done"]].value == 0.3
+    assert (
+        trials[made["gone"]].user_attrs[ORPHAN_ATTR]
+        and trials[made["asked"]].user_attrs[ORPHAN_ATTR]
+    )
+    assert trials[6].state == TrialState.FAIL and trials[6].user_attrs[ORPHAN_ATTR]
+    assert changed == 7
+    assert reconcile_search(tmp_path, [experiment], url, "s-a", max_steps=4) == 0
+
+
+def snapshot(experiment, session, trials: int, counter: int, text: str | None = None):
+    import pickle
+
+    experiment.mkdir(parents=True, exist_ok=True)
+    body = text if text is not None else json.dumps({"trial_data": [["{}", "{}"]] * trials})
+    (experiment / f"experiment_state-{session}.json").write_text(body)
+    (experiment / f"search_gen_state-{session}.json").write_bytes(
+        pickle.dumps({"counter": counter})
+    )
+    (experiment / f"searcher-state-{session}.pkl").write_bytes(b"x")
+
+
+@pytest.mark.parametrize(
+    ("newest", "problem"),
+    [({"trials": 3, "counter": 3}, None),
+     ({"trials": 3, "counter": 3, "text": '{"trial_data": [['}, "cut off"),
+     ({"trials": 4, "counter": 3}, "holds 4 trials where its search generator counted 3"),
+     ({"trials": 2, "counter": 3}, "holds 2 trials where its search generator counted 3")],
+)  # fmt: skip
+def test_a_snapshot_left_half_written_by_a_kill_is_set_aside(tmp_path, newest, problem):
+    experiment = tmp_path / "search-a"
+    snapshot(experiment, "2026-01-01_00-00-01", trials=2, counter=2)
+    snapshot(experiment, "2026-01-01_00-00-02", **newest)
+    found = session_problem(experiment, "2026-01-01_00-00-02")
+    assert (found is None) == (problem is None) and (problem is None or problem in found)
+    moved = repair_snapshots(experiment)
+    assert moved == ([] if problem is None else ["2026-01-01_00-00-02"])
+    assert sessions(experiment)[0] == (
+        "2026-01-01_00-00-02" if problem is None else "2026-01-01_00-00-01"
+    )
+    if problem:
+        assert (experiment / ".discarded" / "2026-01-01_00-00-02").is_dir()
