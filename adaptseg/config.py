@@ -158,13 +158,6 @@ class TrainConfig(BaseModel):
                 "init_discriminator_aux",
                 "expected null with multi_level false (no aux discriminator is built)",
             )
-        explicit = "backbone_update" in self.model_fields_set
-        if explicit and self.backbone_update == "official" and self.optimizer != "sgd":
-            raise KeyProblem(
-                "backbone_update",
-                "expected once with optimizer adam (the official repeated update is SGD's; "
-                "the official code never used Adam), got official",
-            )
         for kind, root_key in (("source", "source_root"), ("target", "target_root")):
             if getattr(self, kind) != "random" and getattr(self, root_key) is None:
                 raise KeyProblem(

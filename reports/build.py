@@ -80,10 +80,30 @@ class Report:
         return out
 
     # --- sections --------------------------------------------------------------------------
-    def ablation(self) -> str:
+    def ablation_rows(self) -> list[dict[str, Any]]:
+        """Per arm with confirm results: seeds, the best-on-select and final-model intervals,
+        and the paired difference to each baseline it is compared with (None: not compared)."""
         scores = self.confirm_scores("best_on_select")
         finals = self.confirm_scores("final")
-        if not scores:
+        rows = []
+        for arm in [a for a in self.arms if a in scores]:
+            diffs: dict[str, Interval | None] = {}
+            for base in self.baselines:
+                # the source-only arm is the bottom baseline: never compared against the control
+                order = self.baselines
+                skip = arm in order and order.index(arm) <= order.index(base)
+                compared = not skip and base in scores
+                diffs[base] = paired_difference(scores[arm], scores[base]) if compared else None
+            rows.append({
+                "arm": arm, "seeds": len(scores[arm]),
+                "best": mean_ci(list(scores[arm].values())),
+                "final": mean_ci(list(finals.get(arm, {}).values())), "diffs": diffs,
+            })  # fmt: skip
+        return rows
+
+    def ablation(self) -> str:
+        rows = self.ablation_rows()
+        if not rows:
             return "<p>No confirm-stage results yet (this table needs the confirm stage).</p>"
         head = (
             "<tr><th>arm</th><th>seeds</th><th>mIoU, best-on-select (report)</th>"
@@ -92,25 +112,13 @@ class Report:
             + "</tr>"
         )
         body, verdicts = [], []
-        for arm in self.arms:
-            if arm not in scores:
-                continue
-            cells = [
-                esc(arm),
-                str(len(scores[arm])),
-                _interval(mean_ci(list(scores[arm].values()))),
-                _interval(mean_ci(list(finals.get(arm, {}).values()))),
-            ]
-            for base in self.baselines:
-                # the source-only arm is the bottom baseline: never compared against the control
-                order = self.baselines
-                skip = arm in order and order.index(arm) <= order.index(base)
-                if skip or base not in scores:
-                    cells.append("")
-                    continue
-                diff = paired_difference(scores[arm], scores[base])
-                cells.append(_interval(diff, signed=True))
-                verdicts.append(_verdict(arm, base, diff))
+        for row in rows:
+            cells = [esc(row["arm"]), str(row["seeds"]), _interval(row["best"]),
+                     _interval(row["final"])]  # fmt: skip
+            for base, diff in row["diffs"].items():
+                cells.append("" if diff is None else _interval(diff, signed=True))
+                if diff is not None:
+                    verdicts.append(_verdict(row["arm"], base, diff))
             body.append(
                 "<tr>"
                 + "".join(
@@ -119,7 +127,7 @@ class Report:
                 )
                 + "</tr>"
             )
-        seeds = max(len(v) for v in scores.values())
+        seeds = max(row["seeds"] for row in rows)
         caution = (
             f"<p class='note'>Intervals are 95% Student-t intervals over {seeds} seeds; "
             "with so few seeds they are wide, and an interval that includes 0 means the "
@@ -128,6 +136,24 @@ class Report:
         return (
             f"<table>{head}{''.join(body)}</table>{caution}"
             f"<div class='verdict'>{'<br>'.join(verdicts) or 'No baseline arm.'}</div>"
+        )
+
+    def ablation_text(self) -> str:
+        """The ablation table as plain text, for the terminal at the end of a study."""
+        rows = self.ablation_rows()
+        if not rows:
+            return "no confirm-stage results"
+        header = ["arm", "seeds", "mIoU (report, best-on-select)"]
+        header += [f"minus {base}" for base in self.baselines]
+        lines = [header]
+        for row in rows:
+            line = [row["arm"], str(row["seeds"]), _interval(row["best"])]
+            line += ["" if d is None else _interval(d, signed=True) for d in row["diffs"].values()]
+            lines.append(line)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in lines
         )
 
     def per_class_rows(self) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None
     node_ip = node_ip or spec.ray.node_ip_address
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative data paths keep working
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for name in ("ray.tune", "ray.tune.tune"):
+        logging.getLogger(name).addFilter(WithoutRayResumeHint())
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if node_ip:
         kwargs["_node_ip_address"] = node_ip
@@ -106,6 +109,69 @@ class ErroredTrials(tune.Callback):
         update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
 
 
+class Progress(tune.Callback):
+    """One line per finished trial, with an estimate of the time the stage has left (from the
+    training steps per second measured so far; an upper bound where ASHA may stop trials)."""
+
+    def __init__(self, stage: str, planned: int, max_steps: int) -> None:
+        self.stage, self.planned, self.max_steps = stage, planned, max_steps
+        self.steps: dict[str, int] = {}
+        self.ended: set[str] = set()
+        self.first: tuple[float, int] | None = None
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:  # fmt: skip
+        step = int(result.get("step") or 0)
+        self.steps[trial.trial_id] = step
+        if self.first is None:
+            self.first = (time.monotonic(), sum(self.steps.values()))
+
+    def _left(self) -> str:
+        if self.first is None:
+            return ""
+        started, base = self.first
+        rate = (sum(self.steps.values()) - base) / max(time.monotonic() - started, 1e-9)
+        running = [s for t, s in self.steps.items() if t not in self.ended]
+        remaining = sum(self.max_steps - s for s in running)
+        remaining += max(self.planned - len(self.steps), 0) * self.max_steps
+        if rate <= 0 or remaining <= 0:
+            return ""
+        minutes = remaining / rate / 60
+        return (
+            f"; at most about {minutes:.0f} min left" if minutes >= 1 else "; under a minute left"
+        )
+
+    def _say(self, trial: Any, how: str) -> None:
+        self.ended.add(trial.trial_id)
+        print(f"[{self.stage}] trial {trial.trial_id} {how} ({len(self.ended)}/{self.planned} "
+              f"done{self._left()})", file=sys.stderr, flush=True)  # fmt: skip
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        step, miou = result.get("step"), result.get("miou")
+        score = f"{miou:.4f}" if isinstance(miou, int | float) else "none"
+        if result.get("status") in ("diverged", "errored"):
+            how = f"{result['status']} at step {step}"
+        elif isinstance(step, int) and step < self.max_steps:
+            how = f"stopped early at step {step}, select mIoU {score}"
+        elif result.get("split") == "report":
+            how = f"finished, report mIoU {score} ({result.get('model')})"
+        else:
+            how = f"finished at step {step}, select mIoU {score}"
+        self._say(trial, how)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(trial, "errored")
+
+
+class WithoutRayResumeHint(logging.Filter):
+    """Ray Tune's "Resume experiment with: Tuner.restore(...)" contradicts the project's own
+    resume command (the same study.run command), which the CLI prints."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
 def trial_records(grid: tune.ResultGrid) -> list[TrialRecord]:
     """A Ray result grid as plain records (the only place selection meets Ray's types)."""
     records = []
@@ -122,13 +188,15 @@ def _trainable(spec: StudySpec, gpus: float) -> Any:
     return tune.with_resources(tune.with_parameters(train_trial, spec=spec.dump()), resources)
 
 
-def _run_config(spec: StudySpec, paths: StudyPaths, name: str) -> tune.RunConfig:
+def _run_config(
+    spec: StudySpec, paths: StudyPaths, name: str, progress: Progress
+) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=paths.experiments,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=[ErroredTrials(str(paths.root), name)],
+        callbacks=[ErroredTrials(str(paths.root), name), progress],
         verbose=1,
     )
 
@@ -191,9 +259,10 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> lis
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name),
+            run_config=_run_config(spec, paths, name, progress),
         )
 
+    progress = Progress(f"search {arm}", spec.search.num_samples, cfg.num_steps)
     records: list[TrialRecord] = []
     names: list[str] = []
     try:
@@ -283,9 +352,11 @@ def run_confirm(
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name),
+            run_config=_run_config(spec, paths, name, progress),
         )
 
+    steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
+    progress = Progress("confirm", len(cases), steps)
     records: list[TrialRecord] = []
     parts = confirm_parts(Path(paths.experiments)) if paths.storage is None else []
     for name in parts:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import shlex
@@ -153,6 +152,28 @@ def check_init_weights(spec: StudySpec, origin: str) -> None:
             raise SpecError(f"{origin}: init weights (arm {arm}): {exc}") from None
 
 
+def complete(paths: StudyPaths) -> bool:
+    """Finished, reported, and nothing to retry (an errored trial is retried by a rerun)."""
+    needed = (paths.summary, paths.root / "report.html", paths.root / "tables" / "trials.parquet")
+    if not all(path.is_file() for path in needed):
+        return False
+    import pyarrow.parquet as pq
+
+    statuses = pq.read_table(needed[2], columns=["status"]).column("status").to_pylist()
+    return "errored" not in statuses and "running" not in statuses
+
+
+def finished_text(paths: StudyPaths) -> str:
+    """The ablation table for the terminal, and where the report and tables are."""
+    from reports.build import Report
+
+    table = Report(paths.root).ablation_text()
+    return (
+        f"{table}\n(confirm stage, report split, best-on-select model; 95% intervals over "
+        f"seeds)\nreport: {paths.root / 'report.html'}\ntables: {paths.root / 'tables'}"
+    )
+
+
 def resume_command(argv: list[str]) -> str:
     args = [a for a in argv if a != "--fresh"]
     return " ".join(["python -m study.run", *map(shlex.quote, args)])
@@ -178,13 +199,20 @@ def main(argv: list[str] | None = None) -> int:
             if grown:
                 print(f"grows the existing study: {', '.join(grown)}")
             return EXIT_OK
+        if not grown and not args.fresh and complete(paths):
+            print(
+                f"study {spec.name} is complete; its report is {paths.root / 'report.html'} "
+                "(grow it by raising search.num_samples, confirm.seeds or confirm.top_k, or "
+                "adding an arm; --fresh starts over)"
+            )
+            return EXIT_OK
         if grown:
             print(f"growing the study in {paths.root}: {', '.join(grown)}", file=sys.stderr)
         from study.driver import run_study
 
         if args.fresh and (moved := move_aside(paths)) is not None:
             print(f"moved the old study to {moved}", file=sys.stderr)
-        summary = run_study(spec, paths, resolved, args.address, args.node_ip_address)
+        run_study(spec, paths, resolved, args.address, args.node_ip_address)
     except (SpecError, ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -194,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(finished_text(paths) if paths.storage is None else f"done: {paths.root}")
     return EXIT_OK
 
 

@@ -3,18 +3,18 @@ trial ended exactly once, Optuna agrees with the tables, no row twice, a fixed c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
+from study.plan import current_cases
 from study.reconcile import OPTUNA_STATE
 from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR
 
 
 def planned_cases(root: Path) -> list[tuple[str, int, int]]:
-    plan = json.loads((root / "confirm_plan.json").read_text())
+    plan = current_cases(root / "confirm_plan.json")
     return sorted((case["arm"], case["rank"], case["seed"]) for case in plan)
 
 

@@ -46,6 +46,7 @@ def finished(tmp_path_factory, bench):
     first = run_study(spec_path, work / "results")
     first.summary = (root / "summary.json").read_text() if first.returncode == 0 else None
     first.rows = row_counts(root)
+    first.tables = {p.name: p.read_bytes() for p in (root / "tables").iterdir()}
     second = run_study(spec_path, work / "results")
     return root, first, second
 
@@ -131,7 +132,7 @@ def test_asha_stops_trials_and_optuna_records_them_as_pruned(finished):
 @pytest.mark.slow
 def test_confirm_uses_the_same_seeds_in_every_arm_and_reports_the_report_split(finished):
     root, *_ = finished
-    plan = json.loads((root / "confirm_plan.json").read_text())
+    plan = json.loads((root / "confirm_plan.json").read_text())["generations"][-1]["cases"]
     seeds = {
         arm: sorted(c["seed"] for c in plan if c["arm"] == arm)
         for arm in ("source_only", "single_level")
@@ -170,7 +171,28 @@ def test_rerunning_a_finished_study_runs_nothing_new(finished):
     assert counts == first.rows, "the rerun added rows to an experiment"
     assert counts["confirm"] == [5, 5, 5, 5]  # 3 evaluations + 2 report-split rows, once
     assert (root / "summary.json").read_text() == first.summary
-    assert second.stdout.strip().endswith(first.summary.strip())
+    assert second.stdout.strip() == (
+        f"study tiny is complete; its report is {root / 'report.html'} (grow it by raising "
+        "search.num_samples, confirm.seeds or confirm.top_k, or adding an arm; --fresh starts "
+        "over)"
+    )
+    assert "Ray" not in second.stderr, "a finished study should not start Ray"
+    assert {p.name: p.read_bytes() for p in (root / "tables").iterdir()} == first.tables
+
+
+@pytest.mark.slow
+def test_a_running_study_says_what_ends_and_finishes_with_the_ablation(finished):
+    root, first, _ = finished
+    ended = [line for line in first.stderr.splitlines() if line.startswith("[")]
+    assert sum(line.startswith("[search source_only] trial ") for line in ended) == 3
+    assert sum(line.startswith("[confirm] trial ") for line in ended) == 4
+    assert any("/3 done" in line for line in ended) and "Tuner.restore" not in first.stderr
+    out = first.stdout.strip().splitlines()
+    out = out[max(i for i, line in enumerate(out) if line.startswith("arm ")) :]
+    assert out[0].split() == ["arm", "seeds", "mIoU", "(report,", "best-on-select)", "minus",
+                              "source_only"]  # fmt: skip
+    assert {line.split()[0] for line in out[1:3]} == {"single_level", "source_only"}
+    assert out[-2:] == [f"report: {root / 'report.html'}", f"tables: {root / 'tables'}"]
 
 
 def test_asking_for_a_gpu_on_a_cpu_cluster_fails_before_anything_starts(tmp_path, bench):
