@@ -313,7 +313,7 @@ def _absolute_path(value: Any, base: Path) -> Any:
     if not isinstance(value, str) or not value or "://" in value or "\0" in value:
         return value
     path = Path(value).expanduser()
-    return str(path if path.is_absolute() else (base / path).absolute())
+    return os.path.normpath(path if path.is_absolute() else (base / path).absolute())
 
 
 def _absolute(raw: dict[str, Any], base: Path) -> None:

@@ -650,3 +650,34 @@ def test_a_new_arm_runs_its_search_and_confirm_only(tmp_path, bench):
     assert len(result_lines(root / "ray" / "search-bn_control")) == 2
     summary = json.loads((root / "summary.json").read_text())
     assert set(summary) == {"source_only", "single_level", "bn_control"}
+
+
+def test_a_study_runs_the_same_from_any_folder(tmp_path, bench):
+    """Paths in a spec are relative to the spec file, so the resolved study is the same from
+    another working folder (the dry run finds the same data and no changed keys)."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = tiny_spec(bench)
+    spec["data"]["synthetic"]["root"] = "../bench-link"
+    (tmp_path / "bench-link").symlink_to(bench)
+    spec_path = write_spec(folder, spec)
+    from study.spec import load_spec
+
+    here = load_spec(spec_path).dump()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import os
+
+    before = os.getcwd()
+    try:
+        os.chdir(elsewhere)
+        there = load_spec(Path("..") / "specs" / "study.yaml").dump()
+    finally:
+        os.chdir(before)
+    assert here == there
+    assert there["data"]["synthetic"]["root"] == str(tmp_path / "bench-link")
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run", str(spec_path), "--dry-run", "--results", "r"],
+        capture_output=True, text=True, timeout=120, cwd=elsewhere,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

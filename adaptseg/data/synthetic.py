@@ -354,9 +354,11 @@ def generate(
             done += 1
             if progress and (done % 200 == 0 or done == total):
                 rate = done / (time.perf_counter() - start)
+                what = "source (GTA5 layout)" if part == "source" else f"target {part}"
                 print(
-                    f"\r{done}/{total} images ({rate:.0f}/s)", end="", file=sys.stderr, flush=True
-                )
+                    f"\rsynthetic benchmark -> {out}: {done}/{total} images ({what}, "
+                    f"{rate:.0f}/s)  ", end="", file=sys.stderr, flush=True,
+                )  # fmt: skip
     if progress:
         print(file=sys.stderr)
     meta = _meta(seed, size, counts)
