@@ -119,6 +119,7 @@ class TrainConfig(BaseModel):
     channels_last: bool = False
     optimizer_impl: Literal["default", "foreach", "fused"] = "default"
     cudnn_benchmark: bool = False
+    upsample: Literal["interpolate", "separable"] = "interpolate"
     eval_every: PositiveInt = 5000
     checkpoint_every: PositiveInt = 5000
     keep_checkpoints: PositiveInt = 2

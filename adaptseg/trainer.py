@@ -28,6 +28,7 @@ from adaptseg.models import (
 )
 from adaptseg.models.discriminator import enlarge_to_min_size
 from adaptseg.optim import build_d_optimizer, build_g_optimizer, set_poly_lr
+from adaptseg.upsample import separable_bilinear
 
 LEVELS = ("aux", "main")
 LEVELS_BUILT_FIRST = ("main", "aux")  # D_main is created (and drawn from the RNG) first
@@ -177,14 +178,21 @@ class Trainer:
                 outputs = self.model(images)
         logits = dict(zip(LEVELS, outputs, strict=True))
         out = {
-            level: F.interpolate(
-                value, size=size, mode="bilinear", align_corners=self.cfg.align_corners
-            )
+            level: self._upsample(value, size)
             for level, value in logits.items()
             if value is not None
         }
         out.update({f"features_{level}": features[level] for level in out if level in features})
         return out
+
+    def _upsample(self, logits: Tensor, size: tuple[int, int]) -> Tensor:
+        """Logits to the label (or input) size, bilinear: the official ``F.interpolate``, or
+        the same interpolation as two matrix products (``upsample: separable``)."""
+        if self.cfg.upsample == "separable":
+            return separable_bilinear(logits, size, self.cfg.align_corners)
+        return F.interpolate(
+            logits, size=size, mode="bilinear", align_corners=self.cfg.align_corners
+        )
 
     def _discriminate(self, level: str, prediction: dict[str, Tensor], detach: bool) -> Tensor:
         """D's logits for one level: on the softmax of the upsampled output (the paper's output

@@ -26,11 +26,15 @@ from step import FAST
 from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
 
 
-def overrides(mode: str) -> list[str]:
+def overrides(mode: str, device: str) -> list[str]:
+    """The keys of the mode (cudnn_benchmark only where there is cuDNN), on ``device``."""
+    pairs = [f"device={device}"]
     if mode == "faithful":
-        return []
-    return [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-            for key, value in FAST.items() if key != "cudnn_benchmark"]  # fmt: skip
+        return pairs
+    return pairs + [
+        f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in FAST.items() if key != "cudnn_benchmark" or device == "cuda"
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,7 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--size", default=None, help="HxW of a benchmark to generate")
     parser.add_argument("--counts", default="1000,1000,200")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time (CUDA: use 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both modes train (the same check on CUDA)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     meta = args.root / "synthetic.json"
@@ -54,7 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_benchmark(args.root, 0, size, counts)
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [
-        Job(args.root, mode, ARMS["single_level"], seed, args.steps, size, overrides(mode))
+        Job(
+            args.root,
+            mode,
+            ARMS["single_level"],
+            seed,
+            args.steps,
+            size,
+            overrides(mode, args.device),
+        )
         for seed in seeds
         for mode in ("faithful", "fast")
     ]
@@ -71,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "fast_miou",
         "steps": args.steps,
         "fast_settings": dict(FAST),
+        "device": args.device,
         "runs": runs,
         "mean": {m: statistics.fmean(v) for m, v in by_mode.items()},
         "difference_fast_minus_faithful": difference,

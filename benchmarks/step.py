@@ -31,7 +31,31 @@ from common import emit
 FAITHFUL: dict[str, Any] = {}
 FAST: dict[str, Any] = {
     "amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "cudnn_benchmark": True,
+    "upsample": "separable",
 }  # fmt: skip
+
+
+class FixedBatches:
+    """One batch, made before the timed loop and already on the device, handed out forever:
+    with it the benchmark times the training step alone, not the data generator."""
+
+    def __init__(self, dataset, batch_size: int, device: torch.device) -> None:
+        items = [dataset[i] for i in range(batch_size)]
+        if isinstance(items[0], tuple):
+            self.batch = [torch.stack([item[k] for item in items]).to(device) for k in (0, 1)]
+        else:
+            self.batch = torch.stack(items).to(device)
+
+    def __next__(self):
+        return self.batch
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
 MODES = {"faithful": FAITHFUL, "fast": FAST}
 
 
@@ -69,6 +93,9 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
     target = RandomSegDataset(4, cfg.input_size_target, cfg.num_classes, domain=1,
                               with_labels=False)  # fmt: skip
     trainer = Trainer(cfg, source, target)
+    if case.get("data", "prefetched") == "prefetched":
+        trainer.source_stream = FixedBatches(source, cfg.batch_size, trainer.device)
+        trainer.target_stream = FixedBatches(target, cfg.batch_size, trainer.device)
     cuda = trainer.device.type == "cuda"
     for _ in range(case["warmup"]):
         trainer.step()
@@ -101,6 +128,9 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
         "tflop_per_iteration": round(flops / 1e12, 4) if flops else None,
         "achieved_tflop_per_second": round(flops / 1e12 / seconds, 4) if flops else None,
         "device": torch.cuda.get_device_name() if cuda else cpu_name(),
+        "timed": "the step alone (one batch made beforehand, on the device)"
+        if case.get("data", "prefetched") == "prefetched"
+        else "the step with the loader",
         "threads": torch.get_num_threads(),
         "settings": MODES[case["mode"]],
     }
@@ -129,6 +159,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument(
+        "--data", choices=("prefetched", "loader"), default="prefetched",
+        help="prefetched (default): time the step alone on batches made beforehand on the "
+        "device; loader: through the data stream (benchmarks/loader.py measures loading)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -141,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for mode in args.modes.split(","):
                 case = {"backbone": backbone, "size": args.size, "levels": levels, "mode": mode,
                         "steps": args.steps, "warmup": args.warmup, "device": args.device,
-                        "ndf": args.ndf, "flops": not args.no_flops}  # fmt: skip
+                        "ndf": args.ndf, "flops": not args.no_flops,
+                        "data": args.data}  # fmt: skip
                 rows.append(run_case(case))
                 print(f"{backbone} {levels} {mode}: {rows[-1]['seconds_per_iteration']:.3f} s/it",
                       file=sys.stderr)  # fmt: skip

@@ -15,6 +15,7 @@ import logging
 import math
 import posixpath
 import re
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,13 @@ def _final_report_split(trainer: Trainer, best: dict[str, Any], base: dict[str, 
                  "best_step": best["step"]})  # fmt: skip
 
 
+def peak_memory_gb(device: torch.device) -> float:
+    """The trial's peak memory so far: allocated on its GPU, else the worker's resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def ending_row(
     exc: NonFiniteLossError | torch.OutOfMemoryError, step: int, base: dict[str, Any]
 ) -> dict[str, Any]:
@@ -185,7 +193,8 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
             weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
             best = {"miou": metrics["miou"], "step": step, "model": weights}
         row = {**base, **window.flush(), **metrics, "step": step, "split": "select",
-               "compute_seconds": trainer.compute_seconds, "status": "ok"}  # fmt: skip
+               "compute_seconds": trainer.compute_seconds, "status": "ok",
+               "peak_memory_gb": peak_memory_gb(trainer.device)}  # fmt: skip
         evaluations = step // cfg.eval_every
         overdue = minutes is not None and trainer.compute_seconds - last_save >= 60 * minutes
         if evaluations % every == 0 or step == cfg.num_steps or overdue:
