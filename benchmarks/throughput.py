@@ -9,8 +9,8 @@ For each packing P a real study runs P identical trials at once (the same sample
 seed, ``deterministic`` on, the fast mode) with ``gpus_per_trial: 1/P`` on a GPU; without
 one, P one-thread trials share the CPU's cores. Reported per packing: the study's training
 steps per second over the stage's wall clock (first trial start to last trial end), each
-trial's peak memory, and whether every trial's final mIoU equals the unpacked trial's (packing must not
-change results).
+trial's peak memory, and whether every trial's final mIoU equals the unpacked trial's
+(packing must not change results).
 """
 
 from __future__ import annotations
