@@ -37,15 +37,20 @@ from study.plan import (
     search_experiment,
 )
 from study.provenance import write_provenance
-from study.reconcile import reconcile_search, repair_snapshots, sessions
+from study.reconcile import (
+    reconcile_search,
+    repair_checkpoint_references,
+    repair_snapshots,
+    sessions,
+)
 from study.search import make_search
 from study.selection import (
     TrialRecord,
     confirm_cases,
     missing_cases,
     pick_top,
-    planned,
     summarise,
+    unstarted_cases,
 )
 from study.spec import SpecError, StudySpec, arm_config
 from study.trainable import train_trial
@@ -213,6 +218,8 @@ def _fit(
         # with num_samples=1, silently; a new Tuner runs the experiment as planned instead.
         repair_snapshots(Path(path))
         restorable = bool(sessions(Path(path)))
+        if restorable:
+            repair_checkpoint_references(Path(path))
     if restorable:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -342,8 +349,7 @@ def run_confirm(
     trainable = _trainable(spec, gpus)
 
     def grid(name: str) -> Callable[[], tune.Tuner]:
-        missing = set(missing_cases(cases, records))
-        todo = [case for case in cases if planned(case) in missing]
+        todo = unstarted_cases(cases, records)
         return lambda: tune.Tuner(
             trainable,
             param_space={"case": tune.grid_search(todo)},
@@ -363,7 +369,7 @@ def run_confirm(
         records += _fit(paths, name, trainable, grid(name))
     number = max((part_number(name) for name in parts), default=0) + 1
     for _ in range(CONFIRM_ATTEMPTS):
-        if not missing_cases(cases, records):
+        if not unstarted_cases(cases, records):
             break
         name = confirm_experiment(number)
         records += _fit(paths, name, trainable, grid(name))

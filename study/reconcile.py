@@ -24,6 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from adaptseg.fileio import atomic_write_text
 from study.export import experiment_trials, read_rows, trial_status
 from study.outcomes import load_errored
 from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR, reopen
@@ -104,6 +105,66 @@ def repair_snapshots(experiment: Path) -> list[str]:
         )  # fmt: skip
         moved.append(session)
     return moved
+
+
+def _checkpoint_dirs(folder: Path) -> list[Path]:
+    """A trial's checkpoint folders that hold a complete trainer state, newest last."""
+    found = [d for d in folder.glob("checkpoint_*") if (d / "trainer.pt").is_file()]
+    return sorted(found, key=lambda d: d.name)
+
+
+def repair_checkpoint_references(experiment: Path) -> list[str]:
+    """Point every trial of the newest snapshot at a checkpoint that still exists.
+
+    Ray keeps ``num_to_keep`` checkpoints per trial and deletes older ones as new ones come.
+    A snapshot older than the last checkpoints (a kill -9 between the two) can name a
+    checkpoint that is gone, and Ray then refuses to restore the trial, on every rerun
+    ("Could not recover from checkpoint as it does not exist on storage anymore"). Such a
+    trial is pointed at the newest checkpoint its folder holds (newer than the snapshot's:
+    less work is redone), or at none (it restarts). Returns the trial ids changed.
+    """
+    import ray.cloudpickle as cloudpickle
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    names = sessions(experiment)
+    if not names:
+        return []
+    path = experiment / SNAPSHOT.format(names[0])
+    state = json.loads(path.read_text())
+    changed = []
+    for entry in state["trial_data"]:
+        trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+        blob = runtime.get("checkpoint_manager")
+        if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
+            continue
+        manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
+        latest = manager._latest_checkpoint_result
+        if latest is None or latest.checkpoint is None or Path(latest.checkpoint.path).exists():
+            continue
+        folder = experiment / trial.get("relative_logdir", "")
+        kept = [r for r in manager._checkpoint_results if Path(r.checkpoint.path).exists()]
+        available = _checkpoint_dirs(folder)
+        if available:
+            newest = _TrainingResult(Checkpoint(str(available[-1])), latest.metrics)
+            if not any(r.checkpoint.path == newest.checkpoint.path for r in kept):
+                kept.append(newest)
+            manager._latest_checkpoint_result = newest
+        else:
+            manager._latest_checkpoint_result = None
+        manager._checkpoint_results = kept
+        blob["value"] = cloudpickle.dumps(manager).hex()
+        runtime["checkpoint_manager"] = blob
+        entry[1] = json.dumps(runtime)
+        changed.append(trial["trial_id"])
+        log.warning(
+            "%s: trial %s's snapshot names a checkpoint Ray has since deleted; it resumes from "
+            "%s", experiment.name, trial["trial_id"],
+            available[-1].name if available else "the start",
+        )  # fmt: skip
+    if changed:
+        atomic_write_text(path, json.dumps(state))
+    return changed
 
 
 def expected_states(experiment: Path, errored: dict[str, str], max_steps: int) -> dict:

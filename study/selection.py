@@ -85,8 +85,18 @@ def finished_cases(records: Iterable[TrialRecord]) -> set[tuple]:
 
 
 def missing_cases(cases: Sequence[dict[str, Any]], records: Iterable[TrialRecord]) -> list[Case]:
+    """Planned cases that no trial finished without an error."""
     done = finished_cases(records)
     return [planned(c) for c in cases if case_key(c) not in done]
+
+
+def unstarted_cases(
+    cases: Sequence[dict[str, Any]], records: Iterable[TrialRecord]
+) -> list[dict[str, Any]]:
+    """Planned cases that no trial stands for at all (an errored one is retried where it is,
+    by the next run of its own experiment, never run twice)."""
+    present = {case_key(r.case) for r in records if r.case is not None}
+    return [c for c in cases if case_key(c) not in present]
 
 
 def current_ranks(cases: Iterable[dict[str, Any]]) -> dict[tuple, int]:

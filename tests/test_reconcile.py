@@ -88,3 +88,42 @@ def test_a_snapshot_left_half_written_by_a_kill_is_set_aside(tmp_path, newest, p
     )
     if problem:
         assert (experiment / ".discarded" / "2026-01-01_00-00-02").is_dir()
+
+
+def test_a_snapshot_naming_a_deleted_checkpoint_is_pointed_at_the_newest_one(tmp_path):
+    import ray.cloudpickle as cloudpickle
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig
+
+    from study.reconcile import repair_checkpoint_references
+
+    experiment = tmp_path / "confirm"
+    folders = {}
+    for trial_id, kept in (("gone", (3, 5)), ("fine", (4,)), ("none", ())):
+        folder = experiment / f"train_trial_{trial_id}"
+        for index in kept:
+            (folder / f"checkpoint_{index:06d}").mkdir(parents=True)
+            (folder / f"checkpoint_{index:06d}" / "trainer.pt").write_bytes(b"x")
+        folder.mkdir(parents=True, exist_ok=True)
+        folders[trial_id] = folder
+    data = []
+    for trial_id, named in (("gone", 4), ("fine", 4), ("none", 2)):
+        manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        path = folders[trial_id] / f"checkpoint_{named:06d}"
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(path)), {"step": named}))
+        runtime = {"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK",
+                                          "value": cloudpickle.dumps(manager).hex()}}  # fmt: skip
+        trial = {"trial_id": trial_id, "relative_logdir": folders[trial_id].name}
+        data.append([json.dumps(trial), json.dumps(runtime)])
+    snapshot = experiment / "experiment_state-2026-01-01_00-00-00.json"
+    snapshot.write_text(json.dumps({"trial_data": data}))
+    assert repair_checkpoint_references(experiment) == ["gone", "none"]
+    latest = {}
+    for trial_json, runtime_json in json.loads(snapshot.read_text())["trial_data"]:
+        blob = json.loads(runtime_json)["checkpoint_manager"]["value"]
+        result = cloudpickle.loads(bytes.fromhex(blob))._latest_checkpoint_result
+        latest[json.loads(trial_json)["trial_id"]] = result and result.checkpoint.path
+    assert latest["gone"].endswith("checkpoint_000005")
+    assert latest["fine"].endswith("checkpoint_000004") and latest["none"] is None
+    assert repair_checkpoint_references(experiment) == []

@@ -97,3 +97,13 @@ def test_the_summary_is_the_rank_0_config_over_seeds_with_no_sd_for_one_seed():
     assert summary["a"]["seeds"] == 2 and summary["a"]["report_miou_mean"] == pytest.approx(0.6)
     assert summary["a"]["report_miou_sd"] == pytest.approx(math.sqrt(0.02))
     assert summary["b"] == {"report_miou_mean": 0.3, "report_miou_sd": None, "seeds": 1}
+
+
+def test_an_errored_confirm_trial_is_retried_where_it_is_not_run_again_elsewhere():
+    from study.selection import unstarted_cases
+
+    cases = confirm_cases({"a": [{}]}, seeds=[0, 1, 2])
+    records = [confirm("a", 0, 0, 0.5), confirm("a", 0, 1, None, errored=True),
+               TrialRecord("configless", {})]  # fmt: skip
+    assert [c["seed"] for c in unstarted_cases(cases, records)] == [2]
+    assert missing_cases(cases, records) == [("a", 0, 1), ("a", 0, 2)]
