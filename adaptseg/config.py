@@ -59,71 +59,146 @@ class TrainConfig(BaseModel):
     """All knobs of one AdaptSegNet run (flat, so study YAMLs and ``--set`` name them directly).
 
     The defaults are the official code's; ``docs/config.md`` (generated from this class by
-    ``python -m adaptseg.reference``) says what each key means."""
+    ``python -m study.reference``) says what each key means."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, allow_inf_nan=False,
+        use_attribute_docstrings=True,
+    )  # fmt: skip
 
     # --- data ---------------------------------------------------------------------------
     source: Literal["gta5", "synthia", "cityscapes", "random"] = "gta5"
+    """Source data set: `gta5`, `synthia`, `cityscapes` (its train labels: the oracle) or `random`
+    (built-in random scenes, for smoke runs)."""
     source_root: str | None = None
+    """Source data set root (required unless `random`)."""
     target: Literal["cityscapes", "random"] = "cityscapes"
+    """Target data set: `cityscapes` or `random`."""
     target_root: str | None = None
+    """Cityscapes root (`leftImg8bit/`, `gtFine/`), required unless `random`."""
     source_list: str | None = None
+    """Optional list of source image names, as the official `gta5_list/train.txt`."""
     target_list: str | None = None
+    """Optional list of target image names (relative to `leftImg8bit/train`)."""
     input_size_source: Size = (720, 1280)
+    """Source resize, HxW (official `--input-size 1280,720`)."""
     input_size_target: Size = (512, 1024)
+    """Target and evaluation resize, HxW (official `--input-size-target 1024,512`)."""
     preprocess: Literal["caffe", "torchvision"] = "caffe"
+    """`caffe`: BGR minus the DeepLab mean on the 0-255 scale (official); `torchvision`: RGB in
+    [0, 1], ImageNet mean and std."""
     random_mirror: bool = False
+    """Random horizontal flips (the official flag is a no-op)."""
     random_scale: bool = False
+    """Random scale 0.5-1.5 and crop (the official flag is a no-op)."""
     eval_split: Literal["select", "report", "all"] = "select"
+    """Evaluation split during training: `select` (what a study optimises), `report` or `all`
+    (SHA-1 halves of Cityscapes val)."""
     eval_classes: Literal["auto", 19, 13] = "auto"
+    """mIoU over 19 classes or SYNTHIA's 13; `auto`: 13 when `source: synthia`. 13 needs
+    `num_classes: 19`."""
     eval_limit: PositiveInt | None = None
+    """Evaluate on the first N images only (null: all)."""
     num_workers: NonNegativeInt = 4
+    """Data loader worker processes."""
     # --- model --------------------------------------------------------------------------
     backbone: Literal["resnet101", "resnet50", "small", "vgg16"] = "resnet101"
+    """`resnet101` (DeepLab-v2, the paper's), `resnet50`, `small` (CPU preset) or `vgg16`
+    (DeepLab-v2 VGG-16, single level)."""
     num_classes: PositiveInt = 19
+    """Output classes (19 for Cityscapes)."""
     multi_level: bool = True
+    """Aux head on conv4 and its discriminator; false builds and runs neither (the official code
+    computes them with zero weight)."""
     aspp_branches: Literal[2, 4] = 2
+    """ASPP branches summed: 2 is the official forward (it returns after two), 4 the paper."""
     bn_mode: Literal["train", "frozen"] = "train"
+    """`train`: official (batch statistics, running statistics updated, affine frozen); `frozen`:
+    BatchNorm in eval mode."""
     align_corners: bool = True
+    """Bilinear upsampling of logits with align_corners (the official `pytorch_0.4` value)."""
     ndf: PositiveInt = 64
+    """Discriminator width (channels of its first convolution)."""
     init_weights: str | None = None
+    """Local init file: the DeepLab-v2 init (`Scale.` keys), a torchvision ResNet or VGG-16 state
+    dict, or an official G snapshot (its heads load too)."""
     min_init_match: Fraction = 0.95
+    """Fail when fewer than this fraction of backbone tensors matched the init file."""
     init_discriminator_aux: str | None = None
+    """Aux-level D weights to start from: an official `*_D1.pth` snapshot or this project's
+    layout."""
     init_discriminator_main: str | None = None
+    """Main-level D weights to start from: an official `*_D2.pth` snapshot or this project's
+    layout."""
     # --- losses -------------------------------------------------------------------------
     use_target: bool = True
+    """False: source-only, target images never pass through G."""
     adapt_space: Literal["output", "feature"] = "output"
+    """`output`: D sees the softmax of the upsampled logits (the paper's method); `feature`: the
+    features each head reads (the paper's feature-level baseline)."""
     gan: Literal["vanilla", "ls"] = "vanilla"
+    """`vanilla` (BCE with logits) or `ls` (LS-GAN) (official `--gan`)."""
     lambda_seg_aux: NonNegativeFloat = 0.1
+    """Aux-head CE weight (official `--lambda-seg`)."""
     lambda_adv_aux: NonNegativeFloat = 0.0002
+    """Aux adversarial weight (official `--lambda-adv-target1`)."""
     lambda_adv_main: NonNegativeFloat = 0.001
+    """Main adversarial weight (official `--lambda-adv-target2`)."""
     # --- optimisation -------------------------------------------------------------------
     optimizer: Literal["sgd", "adam"] = "sgd"
+    """G optimiser: `sgd` (official) or `adam` (for small nets trained from scratch)."""
     backbone_update: Literal["official", "once"] = "official"
+    """`official`: the official SGD update, which visits most backbone tensors three or four times
+    per step (docs/fidelity.md); `once`: each tensor once (the fix). No effect with Adam or
+    VGG-16."""
     lr: PositiveFloat = 2.5e-4
+    """G learning rate (official `--learning-rate`)."""
     head_lr_mult: PositiveFloat = 10.0
+    """Learning-rate multiplier of the ASPP heads (official 10; VGG-16's official optimiser uses
+    1)."""
     lr_d: PositiveFloat = 1e-4
+    """Discriminators' Adam learning rate, betas (0.9, 0.99) (official `--learning-rate-D`)."""
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """SGD momentum."""
     weight_decay: NonNegativeFloat = 5e-4
+    """Weight decay on every G group, biases included (the code's 5e-4, not the paper's 1e-4)."""
     poly_power: NonNegativeFloat = 0.9
+    """Poly schedule: `lr * (1 - step / schedule_steps) ** poly_power`."""
     schedule_steps: PositiveInt = 250000
+    """Learning-rate schedule horizon (official `--num-steps`)."""
     num_steps: PositiveInt = 150000
+    """Where training stops (official `--num-steps-stop`)."""
     batch_size: PositiveInt = 1
+    """Images per stream per pass."""
     iter_size: PositiveInt = 1
+    """Passes accumulated per step."""
     # --- run ----------------------------------------------------------------------------
     seed: Seed = 1234
+    """Seeds python, numpy, torch and the data order (the official code never seeds)."""
     deterministic: bool = False
+    """Deterministic kernels (cuDNN, `torch.use_deterministic_algorithms`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto` (CUDA when present), `cpu` or `cuda`."""
     amp: Literal["none", "bf16", "fp16"] = "none"
+    """`bf16` or `fp16` autocast (fp16 with a gradient scaler); `none` is fp32."""
     channels_last: bool = False
+    """Channels-last memory format."""
     optimizer_impl: Literal["default", "foreach", "fused"] = "default"
+    """`default` (PyTorch's choice), `foreach` or `fused` optimiser kernels: the same update."""
     cudnn_benchmark: bool = False
+    """Let cuDNN pick the fastest convolution kernels for the fixed sizes (ignored with
+    `deterministic`)."""
     upsample: Literal["interpolate", "separable"] = "interpolate"
+    """`interpolate`: `F.interpolate` (official); `separable`: the same bilinear interpolation as
+    two matrix products (fast, deterministic on CUDA)."""
     eval_every: PositiveInt = 5000
+    """Evaluation period in steps (official `--save-pred-every`)."""
     checkpoint_every: PositiveInt = 5000
+    """Checkpoint period in steps (`adaptseg.train`)."""
     keep_checkpoints: PositiveInt = 2
+    """How many checkpoints `adaptseg.train` keeps."""
     log_every: PositiveInt = 10
+    """Metrics-log period in steps."""
 
     @field_validator("input_size_source", "input_size_target", mode="before")
     @classmethod

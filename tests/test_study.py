@@ -302,7 +302,7 @@ def test_quickstart_dry_run_prints_the_plan(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "arm multi_level: search" in result.stdout and "total: 20 trials" in result.stdout
+    assert "arm multi_level: search" in result.stdout and "total: 28 trials" in result.stdout
 
 
 def one_long_trial(bench: Path, **extra) -> dict:

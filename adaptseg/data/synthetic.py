@@ -5,10 +5,10 @@
 Procedural street scenes with all 19 Cityscapes classes. The source domain ("GTA5") has flat
 class colours and a fixed layout; the target domain ("Cityscapes") moves every class colour
 towards other classes' colours, adds texture, noise, blur and a contrast change, and shifts the
-layout (horizon height, object scale, more cars and people). ``../shared/design/synthetic.md``
-explains why the colour shift is what makes the gap adaptable from the output space: a
-source-only model paints spatially implausible label maps on the target, which an output-space
-discriminator can see. Same seed, same bytes.
+layout (horizon height, object scale, more cars and people). The colour shift is what makes
+the gap adaptable from the output space (docs/data.md): a source-only model paints spatially
+implausible label maps on the target, which an output-space discriminator can see. Same seed,
+same bytes.
 """
 
 from __future__ import annotations
