@@ -199,11 +199,12 @@ class Report:
         values: dict[str, dict[str, float]] = {}
         notes = []
         for arm in self.arms:
-            result = _importance(self.trials, arm, self.spec)
+            result = _importance(self.trials, self.evals, arm, self.spec)
             if isinstance(result, str):
                 notes.append(f"{esc(arm)}: {esc(result)}")
             else:
-                values[arm] = result
+                values[arm], label = result
+                notes.append(f"{esc(arm)}: importance for the {esc(label)}")
         out = self.figure(figures.importance(values)) if values else ""
         if notes:
             out += "<p class='note'>" + "<br>".join(notes) + "</p>"
@@ -320,19 +321,41 @@ def _verdict(arm: str, base: str, diff: Interval) -> str:
     )
 
 
-def _importance(trials: pd.DataFrame, arm: str, spec: StudySpec) -> dict[str, float] | str:
-    """optuna.importance (PED-ANOVA) on the arm's completed search trials, rebuilt from the
-    table."""
+def importance_scores(
+    trials: pd.DataFrame, evals: pd.DataFrame, arm: str, spec: StudySpec
+) -> tuple[pd.DataFrame, str]:
+    """The search trials and the score to explain: the final select mIoU of the trials that
+    trained to the end when at least 3 did; else, under ASHA, every trial's select mIoU at the
+    last step all of them reached (so early-stopped trials count, at an equal budget)."""
+    search = trials[(trials["arm"] == arm) & (trials["stage"] == "search")]
+    completed = search[search["status"] == "completed"]
+    if len(completed) >= 3:
+        return completed.assign(score=completed["final_miou"]), "final select mIoU"
+    ok = search[search["status"].isin(["completed", "early_stopped"])]
+    rows = evals[evals["trial_id"].isin(ok["trial_id"]) & (evals["split"] == "select")
+                 & (evals["model"] == "current") & evals["miou"].notna()]  # fmt: skip
+    if rows.empty:
+        return ok.iloc[0:0].assign(score=[]), "select mIoU"
+    common = int(rows.groupby("trial_id")["step"].max().min())
+    at = rows[rows["step"] == common].set_index("trial_id")["miou"]
+    scored = ok[ok["trial_id"].isin(at.index)]
+    label = f"select mIoU at step {common}, which every search trial reached"
+    return scored.assign(score=scored["trial_id"].map(at).to_numpy()), label
+
+
+def _importance(
+    trials: pd.DataFrame, evals: pd.DataFrame, arm: str, spec: StudySpec
+) -> tuple[dict[str, float], str] | str:
+    """optuna.importance (PED-ANOVA) over the arm's search trials, rebuilt from the tables;
+    returns the importances and what they explain, or why there are none."""
     import optuna
 
     searched = spec.searched(arm)
     if len(searched) < 2:
         return "fewer than two searched parameters"
-    rows = trials[
-        (trials["arm"] == arm) & (trials["stage"] == "search") & (trials["status"] == "completed")
-    ]
+    rows, label = importance_scores(trials, evals, arm, spec)
     if len(rows) < 3:
-        return f"{len(rows)} completed search trials; importance needs at least 3"
+        return f"{len(rows)} scored search trials; importance needs at least 3"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = {name: dist.to_optuna() for name, dist in searched.items()}
     study = optuna.create_study(direction="maximize")
@@ -340,12 +363,12 @@ def _importance(trials: pd.DataFrame, arm: str, spec: StudySpec) -> dict[str, fl
         params = {name: getattr(row, name) for name in searched}
         study.add_trial(
             optuna.trial.create_trial(
-                params=params, distributions=distributions, value=float(row.final_miou)
+                params=params, distributions=distributions, value=float(row.score)
             )
         )
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+        return optuna.importance.get_param_importances(study, evaluator=evaluator), label
     except (RuntimeError, ValueError) as exc:
         return f"importance failed: {exc}"
 

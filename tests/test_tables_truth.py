@@ -125,3 +125,25 @@ def test_with_top_k_2_the_headline_figures_use_rank_0_only(tmp_path):
     assert not rank_1.empty and trials.loc["r1000000", "rank"] == 1
     used = report.per_class_rows()
     assert set(used["arm"]) == {"adapted", "no_adapt"} and "r1000000" not in set(used["trial_id"])
+
+
+def test_with_few_completed_trials_importance_explains_the_mIoU_at_a_common_step(tmp_path):
+    from fabricate import fabricate
+
+    from reports.build import importance_scores
+
+    root = tmp_path / "few"
+    fabricate(root, trials_per_arm=4, evals=3)  # trials 0 and 3 of each arm stop early
+    export(root)
+    report = Report(root)
+    rows, label = importance_scores(report.trials, report.evals, "multi_level", report.spec)
+    assert label == "select mIoU at step 1000, which every search trial reached"
+    assert len(rows) == 4 and rows["score"].notna().all()
+    first = report.evals[(report.evals["step"] == 1000) & (report.evals["stage"] == "search")]
+    assert set(rows["score"]) == set(first[first["arm"] == "multi_level"]["miou"])
+    many = tmp_path / "many"
+    fabricate(many, trials_per_arm=6, evals=3)
+    export(many)
+    report = Report(many)
+    rows, label = importance_scores(report.trials, report.evals, "multi_level", report.spec)
+    assert label == "final select mIoU" and len(rows) == 4
