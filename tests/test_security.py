@@ -56,3 +56,31 @@ def test_layers_adaptseg_imports_no_ray_and_reports_no_torch():
             assert not modules & {"ray", "optuna", "plotly"}, path
         if package == "reports":
             assert not modules & {"ray", "torch"}, path
+
+
+def test_no_module_of_the_project_imports_itself_back():
+    """No import cycle (an import inside a function counts too)."""
+    modules: dict[str, set[str]] = {}
+    for path in SOURCES:
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        modules[name] = found
+    graph = {m: {d for d in deps if d in modules and d != m} for m, deps in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in graph[module]:
+            assert state.get(other) != 1, f"import cycle: {' -> '.join([*path, module, other])}"
+            if other not in state:
+                visit(other, [*path, module])
+        state[module] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])

@@ -155,6 +155,20 @@ def load_spec_dict() -> dict:
     return yaml.safe_load(yaml.safe_dump(BASE))
 
 
+def changed(changes: dict) -> tuple[dict, dict]:
+    """The saved spec, and a copy with ``changes`` (``"a/b/c": value``) applied."""
+    old = load_spec_dict()
+    old["confirm"] = {"top_k": 1, "seeds": [0, 1, 2]}
+    new = yaml.safe_load(yaml.safe_dump(old))
+    for dotted, value in changes.items():
+        node = new
+        *parents, leaf = dotted.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return old, new
+
+
 @pytest.mark.parametrize(
     ("changes", "grown"),
     [({"search/num_samples": 4}, ["search.num_samples"]),
@@ -171,16 +185,7 @@ def load_spec_dict() -> dict:
 def test_changes_that_only_add_work_grow_the_study(changes, grown):
     from study.plan import spec_changes
 
-    old = load_spec_dict()
-    old["confirm"] = {"top_k": 1, "seeds": [0, 1, 2]}
-    new = yaml.safe_load(yaml.safe_dump(old))
-    for dotted, value in changes.items():
-        node = new
-        *parents, leaf = dotted.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    assert spec_changes(old, new) == (grown, [])
+    assert spec_changes(*changed(changes)) == (grown, [])
 
 
 @pytest.mark.parametrize(
@@ -197,16 +202,7 @@ def test_changes_that_only_add_work_grow_the_study(changes, grown):
 def test_changes_that_make_finished_trials_incomparable_are_named(changes, refused):
     from study.plan import spec_changes
 
-    old = load_spec_dict()
-    old["confirm"] = {"top_k": 1, "seeds": [0, 1, 2]}
-    new = yaml.safe_load(yaml.safe_dump(old))
-    for dotted, value in changes.items():
-        node = new
-        *parents, leaf = dotted.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    assert spec_changes(old, new)[1] == refused
+    assert spec_changes(*changed(changes))[1] == refused
 
 
 def test_removing_an_arm_is_refused():
