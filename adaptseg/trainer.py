@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptseg.checkpoint import CHECKPOINT_FORMAT, CheckpointError, rng_state, set_rng_state
 from adaptseg.config import TrainConfig
-from adaptseg.data.stream import InfiniteStream, ignore_interrupts, loader_generator
+from adaptseg.data.stream import (
+    InfiniteStream,
+    ignore_interrupts,
+    loader_generator,
+    shut_down_workers,
+    worker_batches,
+)
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from adaptseg.models import (
@@ -347,13 +353,15 @@ class Trainer:
         )  # fmt: skip
         confusion = ConfusionMatrix(self.cfg.num_classes, self.device)
         self.model.eval()
+        batches = worker_batches(loader)
         try:
             with torch.inference_mode():
-                for images, labels in loader:
+                for images, labels in batches:
                     labels = self._to_device(labels.long(), image=False)
                     logits = self._segment(self._to_device(images, True), labels.shape[-2:])
                     confusion.update(labels, logits["main"].argmax(1))
         finally:
+            shut_down_workers(batches)
             self.model.train()
         self.compute_seconds += time.perf_counter() - start
         return metrics_from_confusion(confusion, self.cfg.evaluation_classes)

@@ -40,3 +40,35 @@ def tiny_data(length: int = 6, size: tuple[int, int] = (64, 64)):
 @pytest.fixture
 def tiny_cfg() -> TrainConfig:
     return tiny_config()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A child process still alive when the tests end would keep CI waiting for ever (a loader
+    worker that ignores SIGTERM once did): stop the loader workers the way the project does at
+    exit, then kill and name whatever a test left behind, and fail the run."""
+    import os
+    import signal
+
+    from adaptseg.data.stream import _shut_down_all_workers
+
+    _shut_down_all_workers()
+    left = []
+    for pid in _children(os.getpid()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            left.append(f"{pid}: {command[:200]}")
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+    if left:
+        print("\nprocesses the tests left running (killed):\n  " + "\n  ".join(left))
+        session.exitstatus = 1

@@ -206,6 +206,39 @@ def test_corrupt_image_fails_at_build_and_in_workers_with_its_name(tmp_path):
         data.check()
 
 
+EXIT_WITH_LIVE_WORKERS = """
+import sys
+from adaptseg.data.stream import InfiniteStream
+from adaptseg.data.files import SegmentationFiles, gta5_samples
+from adaptseg.data.preprocess import DataError
+kept = []  # what pytest.raises or a debugger does: the error's frames hold the iterator
+ok = InfiniteStream(SegmentationFiles(gta5_samples(sys.argv[1]), (2, 17)), 1, 0, num_workers=1)
+kept.append(next(ok))  # a stream left open, its worker idle
+bad = InfiniteStream(SegmentationFiles(gta5_samples(sys.argv[2]), (2, 17)), 3, 0, num_workers=1)
+try:
+    next(bad)
+except DataError as error:
+    kept.append(error)
+print("exiting")
+"""
+
+
+def test_a_process_with_loader_workers_left_open_or_failed_exits(tmp_path):
+    # Workers ignore SIGTERM (so Ctrl-C and kill stop the trainer between steps); without the
+    # stream's own shutdown, multiprocessing's exit handler waited for them for ever.
+    import subprocess
+    import sys
+
+    good = make_gta5(tmp_path / "good", n=2)
+    bad = make_gta5(tmp_path / "bad", n=3)
+    (bad / "images" / "00002.png").write_bytes(b"not a png")
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_WITH_LIVE_WORKERS, str(good), str(bad)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "exiting", result.stderr[-2000:]
+
+
 def test_build_datasets_from_a_config(tmp_path):
     gta = make_gta5(tmp_path / "gta5", n=2)
     cs = make_cityscapes(tmp_path / "cs", per_city=6)

@@ -405,6 +405,20 @@ def test_a_diverging_trial_ends_as_diverged_and_the_study_completes(tmp_path, be
     assert (tmp_path / "results" / "tiny" / "report.html").is_file()
 
 
+def ray_history(ray_dir: Path) -> dict[str, list]:
+    """What Ray recorded, for a failure message: each snapshot's trial statuses and each
+    trial's reported (step, training_iteration) pairs."""
+    history: dict[str, list] = {}
+    for path in sorted(ray_dir.glob("*/experiment_state-*.json")):
+        trials = json.loads(path.read_text())["trial_data"]
+        history[path.name] = [json.loads(t)["status"] if isinstance(t, str) else t["status"]
+                              for t, _ in trials]  # fmt: skip
+    for path in sorted(ray_dir.glob("*/*/result.json")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        history[path.parent.name] = [(r.get("step"), r.get("training_iteration")) for r in rows]
+    return history
+
+
 def worker_pids(tag: str) -> list[int]:
     """The trial workers this test's study started (found by its tag, never another's)."""
     pids = []
@@ -460,8 +474,13 @@ def test_a_killed_worker_with_no_retries_left_is_recorded_as_errored_with_the_re
     again = run_study(spec_path, results)  # the same command retries it from its checkpoint
     assert again.returncode == 0, again.stderr[-3000:]
     (retried,) = pd.read_parquet(results / "tiny" / "tables" / "trials.parquet").itertuples()
-    assert retried.trial_id == trial.trial_id and retried.status == "completed"
-    assert retried.step_reached == 60 and retried.error is None
+    assert retried.trial_id == trial.trial_id and retried.status == "completed", (
+        retried.status,
+        retried.step_reached,
+        ray_history(results / "tiny" / "ray"),
+        again.stderr[-4000:],
+    )
+    assert retried.step_reached == 60 and pd.isna(retried.error)
     (ours,) = optuna.load_study(study_name="tiny-source_only", storage=storage).trials
     assert ours.state.name == "COMPLETE" and ours.value == retried.final_miou
 

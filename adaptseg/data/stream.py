@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (its exit handler must be registered before ours)
 import signal
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,9 +22,40 @@ def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
 def ignore_interrupts(worker_id: int) -> None:
     """Loader workers leave Ctrl-C to the training process, which stops between steps (a
     terminal sends SIGINT to every process of the group; a worker that died of it would break
-    the step the trainer is finishing)."""
+    the step the trainer is finishing). Such a worker outlives multiprocessing's SIGTERM at
+    exit, so every iterator that starts workers is registered with ``worker_batches`` and shut
+    down through its queues (``shut_down_workers``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+def worker_batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """``iter(loader)``, remembered so that its workers are shut down at the latest at exit."""
+    batches = iter(loader)
+    if hasattr(batches, "_shutdown_workers"):
+        _LIVE_ITERATORS.add(batches)
+    return batches
+
+
+def shut_down_workers(batches: Iterator[Any] | None) -> None:
+    """Stop an iterator's loader workers now (they ignore SIGTERM: see ``ignore_interrupts``),
+    instead of whenever the garbage collector reaches it; a no-op without workers."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+        _LIVE_ITERATORS.discard(batches)
+
+
+@atexit.register
+def _shut_down_all_workers() -> None:
+    # Runs before multiprocessing's own exit handler (registered earlier, run later), which
+    # would otherwise wait for ever on workers that ignore its SIGTERM: an iterator kept alive
+    # by a traceback (an error raised from a worker) is never collected before exit.
+    for batches in list(_LIVE_ITERATORS):
+        shut_down_workers(batches)
 
 
 def loader_generator(seed: int, epoch: int = 0) -> torch.Generator:
@@ -96,7 +130,7 @@ class InfiniteStream:
             worker_init_fn=ignore_interrupts if self.num_workers else None,
             generator=loader_generator(self.seed, self.epoch),
         )
-        return iter(loader)
+        return worker_batches(loader)
 
     def __iter__(self) -> InfiniteStream:
         return self
@@ -105,11 +139,15 @@ class InfiniteStream:
         if self._batches is None:
             self._batches = self._start()
         try:
-            batch = next(self._batches)
-        except StopIteration:
-            self.epoch, self.consumed = self.epoch + 1, 0
-            self._batches = self._start()
-            batch = next(self._batches)
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self.epoch, self.consumed = self.epoch + 1, 0
+                self._batches = self._start()
+                batch = next(self._batches)
+        except BaseException:
+            self.close()  # a worker's error (or Ctrl-C) leaves no worker behind
+            raise
         first = batch[0] if isinstance(batch, list | tuple) else batch
         self.consumed += len(first)
         return batch
@@ -119,4 +157,9 @@ class InfiniteStream:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+        self.close()
+
+    def close(self) -> None:
+        """Stop the loader workers; the next batch starts new ones at the saved position."""
+        shut_down_workers(self._batches)
         self._batches = None
