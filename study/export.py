@@ -126,6 +126,11 @@ def experiment_trials(
     return trials
 
 
+def trial_steps(config: dict[str, Any], arm_steps: int) -> int:
+    """The steps a trial was to train: its own ``num_steps`` where the search sampled one."""
+    return _int(config.get("num_steps")) or arm_steps
+
+
 def trial_status(ray_status: str, rows: list[dict[str, Any]], max_steps: int) -> str:
     """completed | early_stopped | diverged | errored | running."""
     if rows and rows[-1].get("status") in ("diverged", "errored"):
@@ -162,6 +167,7 @@ class Tables:
         if case and self.ranks is not None:
             config["rank"] = self.ranks.get(case_key(case))  # None: no longer planned
         arm, stage = config.get("arm"), config.get("stage", "search")
+        max_steps = trial_steps(config, max_steps)
         seed = _int(rows[0].get("seed")) if rows else _int(config.get("seed"))
         base = {"study": self.study, "arm": arm, "stage": stage, "trial_id": trial["trial_id"],
                 "seed": seed}  # fmt: skip

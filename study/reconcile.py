@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from adaptseg.fileio import atomic_write_text
-from study.export import experiment_trials, read_rows, trial_status
+from study.export import experiment_trials, read_rows, trial_status, trial_steps
 from study.outcomes import load_errored
 from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR, reopen
 
@@ -172,7 +172,7 @@ def expected_states(experiment: Path, errored: dict[str, str], max_steps: int) -
     out = {}
     for trial in experiment_trials(experiment, errored):
         rows = read_rows(trial["dir"])
-        status = trial_status(trial["status"], rows, max_steps)
+        status = trial_status(trial["status"], rows, trial_steps(trial["config"], max_steps))
         select = [r for r in rows if r.get("split", "select") == "select"]
         value = select[-1].get("miou") if select and status == "completed" else None
         out[trial["trial_id"]] = (OPTUNA_STATE[status], value)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from adaptseg.config import TrainConfig, build_config
 from adaptseg.data import RandomSegDataset
 
-torch.set_num_threads(2)
+# Two threads as CI has; mutation testing forks a test process per mutant, and a forked
+# OpenMP pool deadlocks, so .ci/mutation asks for one.
+torch.set_num_threads(int(os.environ.get("ADAPTSEG_TEST_THREADS", "2")))
 
 TINY = {
     "source": "random",

@@ -45,6 +45,10 @@ def test_corrupt_newest_falls_back_with_a_warning(tmp_path, caplog):
         loaded, path = load_latest(tmp_path)
     assert loaded["step"] == 10 and path.name == "step_00000010.pt"
     assert "step_00000020.pt: not a readable PyTorch weights file" in caplog.text
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert message.startswith(f"checkpoint {newest}: ") and message.endswith(
+        "; falling back to the previous checkpoint"
+    )
 
 
 def test_complete_trainer_state_loads_with_weights_only(tmp_path):
@@ -110,6 +114,7 @@ def test_a_trial_whose_ray_checkpoints_are_all_corrupt_raises(tmp_path):
      ({"model": None, "drop": "optimizer_g"}, "not an adaptseg checkpoint (no `optimizer_g` key)")],
 )  # fmt: skip
 def test_a_foreign_or_newer_checkpoint_is_refused_naming_the_file(tmp_path, change, expected):
+    change = dict(change)  # the parameter is shared: a second run of the test must see it whole
     values = state(10)
     values.pop(change.pop("drop", None), None)
     values.update(change)

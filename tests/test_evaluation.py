@@ -41,3 +41,34 @@ def test_synthia_13_class_subset():
     assert metrics["iou_road"] == pytest.approx(0.5)
     assert metrics["miou"] == pytest.approx((12 + 0.5) / 13)
     assert len(metrics_from_confusion(cm, evaluation_classes=19)) == 20
+
+
+def test_a_label_equal_to_the_class_count_is_ignored_like_255():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 3, 1]), torch.tensor([0, 2, 1]))
+    assert cm.matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+
+
+def test_counts_stay_exact_past_two_to_the_24_pixels():
+    # A Cityscapes val set has about 5e8 pixels: a float32 count stops at 2**24 for road.
+    cm = ConfusionMatrix(2)
+    cm.matrix[0, 0] = 2**24
+    cm.update(torch.tensor([0]), torch.tensor([0]))
+    assert int(cm.matrix[0, 0]) == 2**24 + 1
+
+
+def test_the_matrix_lives_on_the_device_asked_for():
+    assert ConfusionMatrix(3, device="meta").matrix.device.type == "meta"
+
+
+@pytest.mark.parametrize(("classes", "evaluation", "fails"), [
+    (19, 13, False), (19, 19, False), (16, 16, False), (16, 13, True), (14, 13, True),
+])  # fmt: skip
+def test_the_13_class_evaluation_needs_the_19_classes(classes, evaluation, fails):
+    cm = ConfusionMatrix(classes)
+    cm.update(torch.arange(classes), torch.arange(classes))
+    if fails:
+        with pytest.raises(ValueError, match=f"needs the 19 Cityscapes classes, not {classes}"):
+            metrics_from_confusion(cm, evaluation_classes=evaluation)
+    else:
+        assert metrics_from_confusion(cm, evaluation_classes=evaluation)["miou"] == 1.0

@@ -210,8 +210,10 @@ def test_a_format_1_checkpoint_is_migrated_on_load(tmp_path):
         d_aux=former_layout(trainer.discriminators["aux"]), optimizer_d=state["optimizers_d"],
     )  # fmt: skip
     atomic_torch_save(old, tmp_path / "old.pt")
+    migrated = load_state(tmp_path / "old.pt")
+    assert not {"d_main", "d_aux", "optimizer_d"} & set(migrated), "format 1 keys kept twice"
     fresh = sgd_trainer()
-    fresh.load_state_dict(load_state(tmp_path / "old.pt"))
+    fresh.load_state_dict(migrated)
     for level in ("aux", "main"):
         for a, b in zip(fresh.discriminators[level].parameters(),
                         trainer.discriminators[level].parameters()):  # fmt: skip

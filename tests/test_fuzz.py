@@ -302,6 +302,7 @@ def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.commands
 @pytest.mark.parametrize("kind", ["random bytes", "deep nesting", "non-finite lr"])
 def test_hostile_files_through_the_commands(tmp_path, kind):
     if kind == "random bytes":
@@ -320,6 +321,7 @@ def test_hostile_files_through_the_commands(tmp_path, kind):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"], "something was written"
 
 
+@pytest.mark.commands
 @pytest.mark.parametrize("kind", ["corrupt", "runs code"])
 def test_hostile_init_weights_through_the_train_command(tmp_path, kind):
     content = os.urandom(4096) if kind == "corrupt" else saved({"model": RunsCode()})

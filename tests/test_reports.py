@@ -152,6 +152,7 @@ def test_an_empty_newest_snapshot_left_by_kill_9_is_skipped(tmp_path):
     assert export(root) == expected
 
 
+@pytest.mark.commands
 def test_the_export_command_says_what_it_wrote_and_refuses_other_folders(tmp_path):
     import subprocess
     import sys

@@ -107,3 +107,43 @@ def test_an_errored_confirm_trial_is_retried_where_it_is_not_run_again_elsewhere
                TrialRecord("configless", {})]  # fmt: skip
     assert [c["seed"] for c in unstarted_cases(cases, records)] == [2]
     assert missing_cases(cases, records) == [("a", 0, 1), ("a", 0, 2)]
+
+
+def test_ranking_is_by_score_not_by_trial_id_and_ties_keep_the_order_trials_ran_in():
+    records = [
+        search("a-first", 1e-3, [0.1, 0.2, 0.4], FULL),
+        search("b-second", 2e-3, [0.1, 0.2, 0.3], FULL),
+        search("c-tie", 3e-3, [0.1, 0.2, 0.4], FULL),   # ties with a-first: ran later
+    ]  # fmt: skip
+    assert pick_top(records, ["lr"], 300, top_k=3) == [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 2e-3}]
+
+
+def test_only_select_rows_rank_a_search_trial_and_rows_without_a_split_are_select_rows():
+    record = search("t", 1e-3, [0.2, 0.3], [100, 300])
+    record.rows.append({"step": 300, "split": "report", "model": "final", "miou": 0.99})
+    plain = TrialRecord("u", {"arm": "a", "lr": 2e-3}, [{"step": 300, "miou": 0.5}])
+    assert pick_top([record, plain], ["lr"], 300, top_k=2) == [{"lr": 2e-3}, {"lr": 1e-3}]
+
+
+def test_the_summary_uses_the_current_plans_ranks_and_skips_search_trials():
+    def ran(rank: int, lr: float, miou: float) -> TrialRecord:
+        case = {"arm": "a", "stage": "confirm", "rank": rank, "seed": 0, "lr": lr}
+        rows = [{"split": "report", "model": "best_on_select", "miou": miou}]
+        return TrialRecord(f"r{rank}", {"case": case}, rows)
+
+    records = [search("s", 1e-3, [0.4], [300]), ran(1, 1e-3, 0.5), ran(0, 2e-3, 0.2)]
+    assert summarise(records)["a"]["report_miou_mean"] == pytest.approx(0.2)
+    # A grown study re-ranked its configs: lr 1e-3, which ran as rank 1, is rank 0 now.
+    plan = [{**records[1].case, "rank": 0}, {**records[2].case, "rank": 1}]
+    assert summarise(records, plan)["a"] == {
+        "report_miou_mean": pytest.approx(0.5),
+        "report_miou_sd": None,
+        "seeds": 1,
+    }
+
+
+def test_the_summary_reads_the_report_split_of_the_best_on_select_weights_only():
+    record = confirm("a", 0, 0, 0.5)
+    record.rows.append({"split": "report", "model": "final", "miou": 0.8})
+    record.rows.append({"split": "select", "model": "best_on_select", "miou": 0.9})
+    assert summarise([record])["a"]["report_miou_mean"] == pytest.approx(0.5)

@@ -7,7 +7,14 @@ import yaml
 
 from study.plan import StudyPaths, describe_plan
 from study.space import arm_space
-from study.spec import SpecError, arm_config, load_spec
+from study.spec import (
+    Distribution,
+    SpecError,
+    apply_overrides,
+    arm_config,
+    baseline_arms,
+    load_spec,
+)
 
 BASE = {
     "name": "t",
@@ -212,3 +219,174 @@ def test_removing_an_arm_is_refused():
     new = yaml.safe_load(yaml.safe_dump(old))
     del new["arms"]["multi_level"]
     assert "arms.multi_level" in spec_changes(old, new)[1]
+
+
+def test_every_path_in_a_spec_is_relative_to_the_spec_file(tmp_path, monkeypatch):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    spec["data"] = {"source": {"root": "gta", "list": "lists/gta.txt"},
+                    "target": {"root": "../cs", "list": "/abs/cs.txt"}}  # fmt: skip
+    spec["train"].update(init_weights="w/init.pth", init_discriminator_main="~/d.pth")
+    spec["arms"]["multi_level"]["init_discriminator_aux"] = "d/aux.pth"
+    spec["storage"] = "runs"
+    loaded = load_spec(write(folder, spec))
+    assert loaded.data.source.root == str(folder / "gta")
+    assert loaded.data.source.list_file == str(folder / "lists" / "gta.txt")
+    assert loaded.data.target.root == str(tmp_path / "cs")  # normalised: no ".."
+    assert loaded.data.target.list_file == "/abs/cs.txt"
+    assert loaded.train["init_weights"] == str(folder / "w" / "init.pth")
+    assert loaded.train["init_discriminator_main"] == str(tmp_path / "home" / "d.pth")
+    assert loaded.arms["multi_level"]["init_discriminator_aux"] == str(folder / "d" / "aux.pth")
+    assert loaded.storage == str(folder / "runs")
+
+
+@pytest.mark.parametrize("storage", ["s3://bucket/studies", "gs://b/x"])
+def test_a_storage_uri_is_left_as_written(tmp_path, storage):
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    spec["storage"] = storage
+    assert load_spec(write(tmp_path, spec)).storage == storage
+
+
+def test_the_synthetic_root_is_relative_to_the_spec_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s").mkdir()
+    loaded = load_spec(write(tmp_path / "s", BASE))
+    assert loaded.data.synthetic.root == str(tmp_path / "s" / "data" / "synthetic")
+
+
+@pytest.mark.parametrize(("yaml_text", "optuna_type", "value"), [
+    ("{uniform: [0.2, 0.6]}", "FloatDistribution", 0.4),
+    ("{log_uniform: [1.0e-4, 1.0e-2]}", "FloatDistribution", 1e-3),
+    ("{int: [3, 9]}", "IntDistribution", 3),
+    ("{categorical: [ls, vanilla]}", "CategoricalDistribution", "ls"),
+])  # fmt: skip
+def test_a_distribution_maps_to_optuna_and_names_a_value_inside_it(yaml_text, optuna_type, value):
+    dist = Distribution(**yaml.safe_load(yaml_text))
+    optuna_dist = dist.to_optuna()
+    assert type(optuna_dist).__name__ == optuna_type
+    assert dist.representative() == pytest.approx(value)
+    assert optuna_dist._contains(optuna_dist.to_internal_repr(dist.representative()))
+    assert getattr(optuna_dist, "log", False) == ("log_uniform" in yaml_text)
+
+
+def test_arm_configs_are_checked_with_a_sampled_value(tmp_path):
+    # num_steps searched in [5, 8] cannot hold eval_every 10: the train section alone could.
+    spec = with_("search.space", {"num_steps": {"int": [5, 8], "arms": ["source_only"]}})
+    with pytest.raises(
+        SpecError, match=r"arms.source_only \(with train\): .*eval_every <= num_steps \(5\)"
+    ):
+        load_spec(write(tmp_path, spec))
+
+
+@pytest.mark.parametrize(("space", "arms", "how"), [
+    ({"lr": {"uniform": [1e-4, 1e-3]}}, {}, "searched"),
+    ({}, {"lr": 1e-3}, "fixed"),
+    ({"lr": {"uniform": [1e-4, 1e-3], "arms": ["source_only", "single_level"]}},
+     {"multi_level": {"multi_level": True, "lr": 1e-3}}, "searched or fixed"),
+])  # fmt: skip
+def test_a_train_key_every_arm_overrides_is_refused_saying_how(tmp_path, space, arms, how):
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    spec["train"]["lr"] = 5e-4
+    spec["search"]["space"] = space
+    for arm, values in spec["arms"].items():
+        values.update(arms.get(arm, arms if "lr" in arms else {}))
+    with pytest.raises(SpecError, match=rf"train.lr: every arm overrides it \({how} in each\)"):
+        load_spec(write(tmp_path, spec))
+
+
+def test_a_limited_parameter_fixed_by_an_arm_it_applies_to_is_refused(tmp_path):
+    spec = with_(
+        "search.space", {"gan": {"categorical": ["vanilla", "ls"], "arms": ["multi_level"]}}
+    )
+    spec["arms"]["multi_level"]["gan"] = "ls"
+    with pytest.raises(SpecError, match="search.space.gan: arm `multi_level` fixes it"):
+        load_spec(write(tmp_path, spec))
+    spec["arms"]["multi_level"].pop("gan")
+    spec["arms"]["single_level"]["gan"] = "ls"  # not an arm the parameter applies to: fine
+    load_spec(write(tmp_path, spec))
+
+
+def test_baseline_roles_follow_what_arms_do_including_searched_adversarial_weights(tmp_path):
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    spec["train"].update(lambda_adv_main=0.0, lambda_adv_aux=0.0)
+    spec["arms"] = {
+        "no_target": {"use_target": False, "multi_level": False},
+        "main_searched": {"multi_level": False},
+        "aux_searched": {"multi_level": True},
+        "silent": {"multi_level": True},
+        "silent_too": {"multi_level": False},
+    }
+    spec["search"]["space"] = {
+        "lambda_adv_main": {"log_uniform": [1e-4, 1e-2], "arms": ["main_searched"]},
+        "lambda_adv_aux": {"log_uniform": [1e-5, 1e-3], "arms": ["aux_searched"]},
+    }
+    roles = baseline_arms(load_spec(write(tmp_path, spec)))
+    assert roles == {"source_only": "no_target", "bn_control": "silent"}
+
+
+def test_a_synthetic_data_section_stands_for_its_two_folders(tmp_path):
+    cfg = arm_config(load_spec(write(tmp_path, BASE)), "single_level")
+    root = tmp_path / "data" / "synthetic"
+    assert (cfg.source, cfg.source_root) == ("gta5", str(root / "gta5"))
+    assert (cfg.target, cfg.target_root) == ("cityscapes", str(root / "cityscapes"))
+
+
+def test_every_missing_environment_variable_is_named_with_where_it_is_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOT_SET_A", raising=False)
+    monkeypatch.delenv("NOT_SET_B", raising=False)
+    spec = with_("train.init_weights", "${NOT_SET_A}/w.pth")
+    spec["search"]["space"]["gan"]["categorical"] = ["vanilla", "${NOT_SET_A}", "${NOT_SET_B}"]
+    with pytest.raises(SpecError) as raised:
+        load_spec(write(tmp_path, spec))
+    assert (
+        "NOT_SET_A (train.init_weights, search.space.gan.categorical[1]), "
+        "NOT_SET_B (search.space.gan.categorical[2])"
+    ) in str(raised.value)
+
+
+def test_the_dump_is_plain_yaml_under_the_specs_own_key_names(tmp_path):
+    spec = with_(
+        "search.space",
+        {
+            "num_steps": {"int": [20, 40], "arms": ["single_level"]},
+            "lr": {"uniform": [1e-4, 1e-3]},
+        },
+    )
+    dumped = load_spec(write(tmp_path, spec)).dump()
+    assert dumped["search"]["space"]["num_steps"]["int"] == [20, 40]
+    assert "integer" not in dumped["search"]["space"]["num_steps"]
+    assert yaml.safe_load(yaml.safe_dump(dumped)) == dumped  # plain types only
+
+
+def test_a_path_given_with_set_is_relative_to_the_current_folder_and_the_rest_untouched(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    raw = {"train": {"init_weights": "a.pth", "lr": 1e-3}, "data": {"synthetic": {"root": "d"}}}
+    out = apply_overrides(raw, ["train.init_weights=w/init.pth", "train.gan=ls"])
+    assert out["train"]["init_weights"] == str(tmp_path / "w" / "init.pth")
+    assert out["train"]["gan"] == "ls" and out["data"] == {"synthetic": {"root": "d"}}
+    assert raw == {"train": {"init_weights": "a.pth", "lr": 1e-3},
+                   "data": {"synthetic": {"root": "d"}}}  # fmt: skip
+    assert apply_overrides(raw, ["data.synthetic.seed=3"])["data"]["synthetic"]["root"] == "d"
+
+
+def test_a_path_key_holding_a_number_is_a_spec_error_not_a_crash(tmp_path):
+    with pytest.raises(
+        SpecError, match="key `init_weights`: input should be a valid string, got 5"
+    ):
+        load_spec(write(tmp_path, with_("train.init_weights", 5)))
+
+
+def test_a_single_arm_that_fixes_a_train_key_is_told_so(tmp_path):
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    spec["arms"] = {"only": {"multi_level": False, "gan": "ls"}}
+    spec["train"]["gan"] = "vanilla"
+    spec["search"]["space"] = {"lr": {"log_uniform": [1e-4, 1e-3]}}
+    with pytest.raises(SpecError, match=r"train.gan: every arm overrides it \(fixed in each\)"):
+        load_spec(write(tmp_path, spec))
