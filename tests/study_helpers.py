@@ -22,6 +22,20 @@ def ray_env() -> dict[str, str]:
     return env
 
 
+def ray_cli() -> list[str]:
+    """The ``ray`` command of the interpreter running the tests: the script installed beside it,
+    else the same entry point run by the interpreter. Found by path, not by name, so the tests
+    also pass as ``.venv/bin/python -m pytest`` without the environment activated (IDEs, cron)."""
+    beside = Path(sys.executable).parent / "ray"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from ray.scripts.scripts import main; sys.exit(main())",
+    ]
+
+
 def tiny_spec(bench: Path, **sections) -> dict:
     spec = {
         "name": "tiny",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from study_helpers import kill_tagged, run_study, tagged_env, tiny_spec, write_spec
+from study_helpers import kill_tagged, ray_cli, run_study, tagged_env, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 HEAD, SECOND = "127.0.0.2", "127.0.0.3"
@@ -32,12 +32,12 @@ def cluster():
     common = ["--num-cpus=1", "--disable-usage-stats"]
     try:
         subprocess.run(
-            ["ray", "start", "--head", f"--node-ip-address={HEAD}", f"--port={port}",
+            [*ray_cli(), "start", "--head", f"--node-ip-address={HEAD}", f"--port={port}",
              "--include-dashboard=false", *common],
             check=True, env=tagged_env(tag), capture_output=True, timeout=120,
         )  # fmt: skip
         subprocess.run(
-            ["ray", "start", f"--address={HEAD}:{port}", f"--node-ip-address={SECOND}", *common],
+            [*ray_cli(), "start", f"--address={HEAD}:{port}", f"--node-ip-address={SECOND}", *common],
             check=True, env=tagged_env(tag), capture_output=True, timeout=120,
         )  # fmt: skip
         yield f"{HEAD}:{port}"

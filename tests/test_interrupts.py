@@ -114,6 +114,9 @@ def test_the_checkpoint_of_a_stop_holds_the_batch_norm_counts_of_whole_steps(
 
 
 def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
+    # Whatever SIGINT did before (ignored, when pytest runs in the background of a shell that
+    # is not interactive), it is put back as it was.
+    found = signal.getsignal(signal.SIGINT)
     stop = DeferredInterrupts()
     with stop:
         os.kill(os.getpid(), signal.SIGINT)
@@ -121,4 +124,4 @@ def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path):
         with pytest.raises(KeyboardInterrupt) as raised:
             os.kill(os.getpid(), signal.SIGINT)
         assert not isinstance(raised.value, StopRequested)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is found
