@@ -179,8 +179,11 @@ class TrainConfig(BaseModel):
     """Deterministic kernels (cuDNN, `torch.use_deterministic_algorithms`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` (CUDA when present), `cpu` or `cuda`."""
-    amp: Literal["none", "bf16", "fp16"] = "none"
-    """`bf16` or `fp16` autocast (fp16 with a gradient scaler); `none` is fp32."""
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"
+    """`bf16` or `fp16` autocast (fp16 with a gradient scaler); `none` is fp32; `auto` decides on
+    the machine that trains: bf16 where the device computes it natively (CUDA sm_80+, a CPU with
+    AVX-512 BF16 or AMX), fp16 on older CUDA cards, fp32 elsewhere (an AVX2 CPU emulates bf16
+    and is 9-17x slower with it)."""
     channels_last: bool = False
     """Channels-last memory format."""
     optimizer_impl: Literal["default", "foreach", "fused"] = "default"

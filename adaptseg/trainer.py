@@ -24,6 +24,8 @@ from adaptseg.data.stream import (
     shut_down_workers,
     worker_batches,
 )
+from adaptseg.devices import detect as detect_device
+from adaptseg.devices import resolve_amp
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from adaptseg.models import (
@@ -114,6 +116,9 @@ class Trainer:
             raise ValueError("use_target is true but no target dataset was given")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        # `amp: auto` is decided here, where the trainer runs (adaptseg/devices.py).
+        self.capabilities = detect_device(self.device)
+        self.amp = resolve_amp(cfg.amp, self.capabilities)
         seed_everything(cfg.seed, cfg.deterministic)
         if cfg.cudnn_benchmark and not cfg.deterministic:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
@@ -140,7 +145,7 @@ class Trainer:
             level: build_d_optimizer(cfg, discriminator)
             for level, discriminator in self.discriminators.items()
         }
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         pin = self.device.type == "cuda"
         self.source_stream = InfiniteStream(
             source, cfg.batch_size, cfg.seed, cfg.num_workers, pin_memory=pin
@@ -162,9 +167,9 @@ class Trainer:
         return self.cfg.num_classes
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.amp == "none":
+        if self.amp == "none":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _to_device(self, tensor: Tensor, image: bool) -> Tensor:

@@ -8,7 +8,10 @@
 Each (backbone, size, levels, mode) runs in its own process, so peak memory is that
 configuration's own (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak
 resident set). ``faithful`` is PyTorch's defaults in fp32 (TF32 convolutions allowed on CUDA,
-as PyTorch allows them by default); ``fast`` sets the config keys in ``FAST``. The ratios
+as PyTorch allows them by default); ``fast`` sets the config keys in ``FAST`` (``amp: auto``:
+bf16 only where the device computes it natively). Every row names the CPU kind (AVX2,
+AVX-512, AVX-512 BF16, AMX) as torch uses it, and what ``auto`` chose; ``--modes`` also takes
+``fast-bf16`` (the fast mode with bf16 forced) to show what ``auto`` avoids. The ratios
 compare modes measured in the same run. FLOPs per iteration come from torch's FLOP counter on
 one extra iteration (forward and backward of G and both discriminators).
 """
@@ -30,7 +33,7 @@ from common import emit
 
 FAITHFUL: dict[str, Any] = {}
 FAST: dict[str, Any] = {
-    "amp": "bf16", "channels_last": True, "optimizer_impl": "fused", "cudnn_benchmark": True,
+    "amp": "auto", "channels_last": True, "optimizer_impl": "fused", "cudnn_benchmark": True,
     "upsample": "separable",
 }  # fmt: skip
 
@@ -56,7 +59,7 @@ class FixedBatches:
         return None
 
 
-MODES = {"faithful": FAITHFUL, "fast": FAST}
+MODES = {"faithful": FAITHFUL, "fast": FAST, "fast-bf16": {**FAST, "amp": "bf16"}}
 
 
 def cpu_name() -> str:
@@ -128,6 +131,8 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
         "tflop_per_iteration": round(flops / 1e12, 4) if flops else None,
         "achieved_tflop_per_second": round(flops / 1e12 / seconds, 4) if flops else None,
         "device": torch.cuda.get_device_name() if cuda else cpu_name(),
+        "cpu_kind": trainer.capabilities.cpu_isa,
+        "amp_used": trainer.amp,
         "timed": "the step alone (one batch made beforehand, on the device)"
         if case.get("data", "prefetched") == "prefetched"
         else "the step with the loader",
@@ -183,14 +188,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       file=sys.stderr)  # fmt: skip
     ratios = []
     for row in rows:
-        if row["mode"] != "fast":
+        if not row["mode"].startswith("fast"):
             continue
         same = ("backbone", "size", "levels")
         base = next((r for r in rows if r["mode"] == "faithful" and
                      all(r[k] == row[k] for k in same)), None)  # fmt: skip
         if base:
             ratios.append({
-                **{k: row[k] for k in ("backbone", "size", "levels")},
+                **{k: row[k] for k in ("backbone", "size", "levels", "mode", "cpu_kind")},
                 "speedup_fast_over_faithful": round(
                     base["seconds_per_iteration"] / row["seconds_per_iteration"], 3),
                 "memory_fast_over_faithful": round(

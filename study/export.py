@@ -56,6 +56,7 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
     ("step_reached", pa.int64()), ("max_steps", pa.int64()),
     ("report_miou_final", pa.float64()), ("report_miou_best_on_select", pa.float64()),
     ("wall_seconds", pa.float64()), ("compute_seconds", pa.float64()),
+    ("peak_memory_gb", pa.float64()), ("device", pa.string()), ("amp_used", pa.string()),
     ("config", pa.string()), ("code_version", pa.string()),
 ]  # fmt: skip
 KIND_TYPES = {"uniform": pa.float64(), "log_uniform": pa.float64(), "int": pa.int64(),
@@ -211,6 +212,11 @@ class Tables:
             "report_miou_best_on_select": report.get("best_on_select"),
             "wall_seconds": _finite(last.get("time_total_s")),
             "compute_seconds": _finite(last.get("compute_seconds")),
+            "peak_memory_gb": max(
+                (m for m in (_finite(r.get("peak_memory_gb")) for r in rows) if m is not None),
+                default=None,
+            ),
+            "device": last.get("device"), "amp_used": last.get("amp_used"),
             "config": json.dumps(config, sort_keys=True), "code_version": self.code_version,
         }  # fmt: skip
         for name, dist in self.space.items():

@@ -242,4 +242,26 @@ def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
             f"per trial, evaluation every {cfg.eval_every}"
         )
     lines.append(f"total: {total} trials")
+    lines += fast_mode_lines(spec)
     return "\n".join(lines)
+
+
+def fast_mode_lines(spec: StudySpec) -> list[str]:
+    """What the device-dependent keys resolve to on this machine (each trial decides again on
+    the machine that runs it, so a cluster of other machines may differ)."""
+    from adaptseg.devices import detect, resolve_amp
+    from adaptseg.trainer import resolve_device
+
+    lines = []
+    for arm in spec.arms:
+        cfg = arm_config(spec, arm)
+        if cfg.amp != "auto":
+            continue
+        device = resolve_device(cfg.device)
+        capabilities = detect(device)
+        lines.append(
+            f"amp: auto -> {resolve_amp(cfg.amp, capabilities)} on this machine "
+            f"({capabilities.label}; each trial decides on the machine that runs it)"
+        )
+        break
+    return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -51,7 +52,23 @@ def provenance() -> dict[str, Any]:
     return {
         "code_version": code_version(), "python": platform.python_version(),
         "packages": versions, "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
     }  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    """The driver's machine: its CPU as torch uses it (AVX2 / AVX-512 / AVX-512 BF16 / AMX) and
+    its GPUs. Each trial's own device is in its row of trials.parquet (``device``)."""
+    import torch
+
+    from adaptseg.devices import host_cpu_kind
+
+    name, kind = host_cpu_kind()
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        gpus.append(f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})")
+    return {"cpu": name, "cpu_kind": kind, "cpu_count": os.cpu_count(), "gpus": gpus}
 
 
 def write_provenance(path: Path) -> None:

@@ -178,7 +178,9 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     every = study.checkpoint.every_evals
     minutes = study.checkpoint.every_minutes
     last_save = trainer.compute_seconds
-    base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed}
+    # What this trial ran on and with (a study may span machines of several kinds).
+    base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed, "amp_used": trainer.amp,
+            "device": trainer.capabilities.label}  # fmt: skip
     while trainer.step_count < cfg.num_steps:
         try:
             window.add(trainer.step())
