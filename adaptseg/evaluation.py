@@ -7,10 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "light", "sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)  # fmt: skip
+from adaptseg.data.labels import CITYSCAPES_CLASSES
+
 # The 13-class SYNTHIA evaluation (Chen et al. 2017): the 19 minus wall, fence, pole, terrain,
 # truck and train.
 SYNTHIA13_INDICES: tuple[int, ...] = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)

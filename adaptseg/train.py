@@ -14,19 +14,18 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from tqdm import tqdm
 
-from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
 from adaptseg.config import ConfigError, TrainConfig, changed_keys, load_config
-from adaptseg.data.build import RunData, build_datasets
-from adaptseg.data.preprocess import DataError
+from adaptseg.data.errors import DataError
 from adaptseg.fileio import atomic_write_text
 from adaptseg.interrupts import DeferredInterrupts, StopRequested
-from adaptseg.models import InitWeightsError
-from adaptseg.trainer import NonFiniteLossError, Trainer
+
+if TYPE_CHECKING:
+    from adaptseg.data.build import RunData
+# torch and the trainer are imported where they are used, so that --help answers at once.
 
 log = logging.getLogger("adaptseg.train")
 # Keys a resumed run may change: they steer the loop, not the training maths.
@@ -86,6 +85,12 @@ def _mean_records(records: list[dict[str, float]]) -> dict[str, float]:
 
 def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[dict[str, Any]]:
     """Train (resuming from ``out``) and yield every record written to the metrics log."""
+    from tqdm import tqdm
+
+    from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
+    from adaptseg.data.build import build_datasets
+    from adaptseg.trainer import Trainer
+
     data = data if data is not None else build_datasets(cfg)
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +152,11 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from adaptseg.checkpoint import CheckpointError
+    from adaptseg.data.build import build_datasets
+    from adaptseg.models import InitWeightsError
+    from adaptseg.trainer import NonFiniteLossError
+
     out = Path(args.out)
     try:
         cfg = load_config(args.config, args.overrides)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -59,6 +60,7 @@ class FixedBatches:
         return None
 
 
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 MODES = {"faithful": FAITHFUL, "fast": FAST, "fast-bf16": {**FAST, "amp": "bf16"}}
 
 
@@ -132,6 +134,8 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
         "achieved_tflop_per_second": round(flops / 1e12 / seconds, 4) if flops else None,
         "device": torch.cuda.get_device_name() if cuda else cpu_name(),
         "cpu_kind": trainer.capabilities.cpu_isa,
+        # Set when a CPU kind is emulated by capping torch's kernels (docs/performance.md).
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if k in os.environ},
         "amp_used": trainer.amp,
         "timed": "the step alone (one batch made beforehand, on the device)"
         if case.get("data", "prefetched") == "prefetched"

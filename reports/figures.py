@@ -28,18 +28,28 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
 
 
 def class_heatmaps(
-    class_iou: pd.DataFrame, arms: list[str], classes: list[str], baseline: str | None
+    class_iou: pd.DataFrame, arms: list[str], classes: list[str], pairs: list[tuple[str, str]]
 ) -> go.Figure:
-    """Mean IoU per arm x class, and the delta to the ``baseline`` arm (report split,
-    confirm)."""
+    """Mean IoU per arm x class, and per compared pair (a, b) the per-class IoU difference a - b
+    paired by seed (the mean over the seeds both arms have), confirm stage, report split."""
     table = class_iou.groupby(["arm", "class"])["iou"].mean().unstack("class")
     table = table.reindex(index=[a for a in arms if a in table.index], columns=classes)
-    has_base = baseline is not None and baseline in table.index
+    by_seed = class_iou.groupby(["arm", "seed", "class"])["iou"].mean()
+    deltas, labels = [], []
+    for arm, base in pairs:
+        a, b = by_seed.loc[arm].unstack("class"), by_seed.loc[base].unstack("class")
+        shared = a.index.intersection(b.index)
+        if len(shared):
+            deltas.append((a.loc[shared] - b.loc[shared]).mean().reindex(classes).to_numpy())
+            labels.append(f"{arm} \u2212 {base}")
     fig = make_subplots(
-        rows=2 if has_base else 1,
+        rows=2 if deltas else 1,
         cols=1,
         vertical_spacing=0.18,
-        subplot_titles=["IoU per class", f"IoU minus {baseline}"][: 2 if has_base else 1],
+        row_heights=[len(table), max(len(deltas), 1)] if deltas else None,
+        subplot_titles=["IoU per class", "IoU difference per class, paired by seed"][
+            : 2 if deltas else 1
+        ],
     )
     fig.add_trace(
         go.Heatmap(
@@ -49,21 +59,21 @@ def class_heatmaps(
             zmin=0,
             zmax=1,
             colorscale="Viridis",
-            colorbar={"y": 0.78, "len": 0.4},
+            colorbar={"y": 0.78 if deltas else 0.5, "len": 0.4},
             hovertemplate="%{y} / %{x}: %{z:.3f}<extra></extra>",
         ),
         row=1,
         col=1,
     )
-    if has_base:
-        delta = table - table.loc[baseline]
-        bound = float(np.nanmax(np.abs(delta.values))) if delta.size else 1.0
+    if deltas:
+        values = np.array(deltas, dtype=float)
+        bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
         bound = bound if math.isfinite(bound) and bound > 0 else 1.0
         fig.add_trace(
             go.Heatmap(
-                z=delta.values,
+                z=values,
                 x=classes,
-                y=list(delta.index),
+                y=labels,
                 zmid=0,
                 zmin=-bound,
                 zmax=bound,
@@ -74,10 +84,9 @@ def class_heatmaps(
             row=2,
             col=1,
         )
+    height = 260 + 28 * (len(table) + len(deltas))
     return _layout(
-        fig,
-        "Per-class IoU (confirm stage, report split, best-on-select model)",
-        height=620 if has_base else 360,
+        fig, "Per-class IoU (confirm stage, report split, best-on-select model)", height=height
     )
 
 

@@ -22,7 +22,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.fileio import atomic_write_text
-from study.export import export
+from study.export import experiment_trials
+from study.live import LiveReport, refresh
 from study.outcomes import effective_status, last_error_line, load_errored, update_errored
 from study.plan import (
     Interrupted,
@@ -36,6 +37,7 @@ from study.plan import (
     read_plan,
     search_experiment,
 )
+from study.preflight import check_resources, cluster_nodes
 from study.provenance import write_provenance
 from study.reconcile import (
     reconcile_search,
@@ -52,7 +54,7 @@ from study.selection import (
     summarise,
     unstarted_cases,
 )
-from study.spec import SpecError, StudySpec, arm_config
+from study.spec import StudySpec, arm_config
 from study.trainable import train_trial
 
 log = logging.getLogger("study.driver")
@@ -78,21 +80,12 @@ def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None
 
 
 def gpus_per_trial(spec: StudySpec) -> float:
-    """``auto``: 1 when the cluster has GPUs, else 0 (said once). A number no node can give is
-    an error before any trial starts (Tune would leave such trials pending forever)."""
-    node_gpus = [n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    largest = max(node_gpus, default=0.0)
-    wanted = spec.resources.gpus_per_trial
-    if wanted == "auto":
-        if largest == 0:
-            print("no GPU in the Ray cluster: trials run on CPU", file=sys.stderr)
-        return 1.0 if largest > 0 else 0.0
-    if wanted > largest:
-        raise SpecError(
-            f"resources.gpus_per_trial: {wanted:g} GPU(s) per trial asked for, but the largest "
-            f"node of the Ray cluster has {largest:g}"
-        )
-    return float(wanted)
+    """``auto``: 1 when the cluster has GPUs, else 0 (said once). Resources no node can give
+    are an error before any trial starts (Tune would leave such trials pending forever)."""
+    gpus = check_resources(spec.resources, cluster_nodes(), "the Ray cluster")
+    if spec.resources.gpus_per_trial == "auto" and gpus == 0:
+        print("no GPU in the Ray cluster: trials run on CPU", file=sys.stderr)
+    return gpus
 
 
 class ErroredTrials(tune.Callback):
@@ -114,42 +107,91 @@ class ErroredTrials(tune.Callback):
         update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
 
 
-class Progress(tune.Callback):
-    """One line per finished trial, with an estimate of the time the stage has left (from the
-    training steps per second measured so far; an upper bound where ASHA may stop trials)."""
+def steps_left(planned: int, finished: int, running: dict[str, int], max_steps: int) -> int:
+    """The training steps a stage still has to run: what its running trials have left, plus a
+    whole trial for each planned one not started yet (an upper bound where ASHA may stop
+    trials). ``finished`` counts every finished trial of the stage, those of earlier runs (a
+    resume) and of earlier experiments (a grown study) included."""
+    not_started = max(planned - finished - len(running), 0)
+    remaining = sum(max(max_steps - step, 0) for step in running.values())
+    return remaining + not_started * max_steps
 
-    def __init__(self, stage: str, planned: int, max_steps: int) -> None:
-        self.stage, self.planned, self.max_steps = stage, planned, max_steps
+
+def time_left_text(steps: int, steps_per_second: float) -> str:
+    if steps <= 0 or steps_per_second <= 0:
+        return ""
+    minutes = steps / steps_per_second / 60
+    return f"about {minutes:.0f} min left" if minutes >= 1 else "under a minute left"
+
+
+class Progress(tune.Callback):
+    """The driver's terminal: one line per finished trial, and every ``every_s`` seconds a line
+    on the running trials (steps, rate); each with the time the stage has left, from the steps
+    per second measured in this run and only what still has to run."""
+
+    def __init__(self, stage: str, planned: int, max_steps: int, every_s: float = 30.0) -> None:
+        self.stage, self.planned, self.max_steps, self.every_s = stage, planned, max_steps, every_s
+        self.finished_before = 0  # set before each fit: trials finished in earlier runs
         self.steps: dict[str, int] = {}
         self.ended: set[str] = set()
-        self.first: tuple[float, int] | None = None
+        self.repairs: set[tuple[str, str]] = set()  # said once each
+        self.trained = 0  # steps trained in this run (a restored trial's earlier ones excluded)
+        self.started = self.last_line = time.monotonic()
+
+    def _done(self) -> int:
+        # Capped: a grown confirm stage's older experiments hold cases no longer planned.
+        return min(self.finished_before + len(self.ended), self.planned)
+
+    def _rate(self) -> float:
+        return self.trained / max(time.monotonic() - self.started, 1e-9)
+
+    def _steps_left(self) -> int:
+        running = {t: s for t, s in self.steps.items() if t not in self.ended}
+        return steps_left(self.planned, self._done(), running, self.max_steps)
+
+    def seconds_left(self) -> float | None:
+        """The stage's time left (None until a rate was measured)."""
+        rate = self._rate()
+        return self._steps_left() / rate if rate > 0 else None
+
+    def _left(self) -> str:
+        text = time_left_text(self._steps_left(), self._rate())
+        return f"; {text}" if text else ""
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:  # fmt: skip
         step = int(result.get("step") or 0)
+        repair = result.get("repair")
+        if repair and (trial.trial_id, repair) not in self.repairs:
+            self.repairs.add((trial.trial_id, repair))
+            self._print(f"[{self.stage}] trial {trial.trial_id}: {repair}")
+        before = self.steps.get(trial.trial_id)
+        if before is None:  # a trial never restored trained from 0; a restored one did not
+            fresh = result.get("iterations_since_restore") == result.get("training_iteration")
+            before = 0 if fresh else step
+        self.trained += max(step - before, 0)
         self.steps[trial.trial_id] = step
-        if self.first is None:
-            self.first = (time.monotonic(), sum(self.steps.values()))
+        if time.monotonic() - self.last_line >= self.every_s:
+            running = sorted(
+                (s, t) for t, s in self.steps.items() if t not in self.ended
+            )  # fmt: skip
+            shown = ", ".join(f"{t} step {s}/{self.max_steps}" for s, t in running[:4])
+            more = f" and {len(running) - 4} more" if len(running) > 4 else ""
+            speed = self._rate()
+            rate = f" ({speed:.1f} steps/s)" if speed > 0 else ""
+            self._print(
+                f"[{self.stage}] running: {shown}{more}{rate}; "
+                f"{self._done()}/{self.planned} done{self._left()}"
+            )
 
-    def _left(self) -> str:
-        if self.first is None:
-            return ""
-        started, base = self.first
-        rate = (sum(self.steps.values()) - base) / max(time.monotonic() - started, 1e-9)
-        running = [s for t, s in self.steps.items() if t not in self.ended]
-        remaining = sum(self.max_steps - s for s in running)
-        remaining += max(self.planned - len(self.steps), 0) * self.max_steps
-        if rate <= 0 or remaining <= 0:
-            return ""
-        minutes = remaining / rate / 60
-        return (
-            f"; at most about {minutes:.0f} min left" if minutes >= 1 else "; under a minute left"
-        )
+    def _print(self, line: str) -> None:
+        self.last_line = time.monotonic()
+        print(line, file=sys.stderr, flush=True)
 
     def _say(self, trial: Any, how: str) -> None:
         self.ended.add(trial.trial_id)
-        print(f"[{self.stage}] trial {trial.trial_id} {how} ({len(self.ended)}/{self.planned} "
-              f"done{self._left()})", file=sys.stderr, flush=True)  # fmt: skip
+        self._print(f"[{self.stage}] trial {trial.trial_id} {how} ({self._done()}/{self.planned} "
+                    f"done{self._left()})")  # fmt: skip
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -167,6 +209,14 @@ class Progress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(trial, "errored")
+
+
+def finished_in(paths: StudyPaths, name: str) -> int:
+    """Trials an existing experiment finished in earlier runs (0 for a new or remote one)."""
+    if paths.storage is not None:
+        return 0
+    experiment = Path(paths.experiment(name))
+    return sum(t["status"] == "TERMINATED" for t in experiment_trials(experiment))
 
 
 class WithoutRayResumeHint(logging.Filter):
@@ -194,15 +244,20 @@ def _trainable(spec: StudySpec, gpus: float) -> Any:
 
 
 def _run_config(
-    spec: StudySpec, paths: StudyPaths, name: str, progress: Progress
+    spec: StudySpec, paths: StudyPaths, name: str, progress: Progress, verbose: bool
 ) -> tune.RunConfig:
+    """Ray Tune's own status tables only with ``--verbose``: the driver's lines say it all."""
     return tune.RunConfig(
         name=name,
         storage_path=paths.experiments,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=[ErroredTrials(str(paths.root), name), progress],
-        verbose=1,
+        callbacks=[
+            ErroredTrials(str(paths.root), name),
+            progress,
+            LiveReport(paths, name, progress),
+        ],
+        verbose=2 if verbose else 0,
     )
 
 
@@ -237,7 +292,9 @@ def _fit(
     return trial_records(grid)
 
 
-def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> list[TrialRecord]:
+def run_search(
+    spec: StudySpec, paths: StudyPaths, arm: str, gpus: float, verbose: bool = False
+) -> list[TrialRecord]:
     """The arm's search: its experiments restored (unfinished trials go on), then, when the
     spec asks for more samples than they hold (a grown study), one more experiment for the
     rest, on the same Optuna study (its history is kept)."""
@@ -266,7 +323,7 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> lis
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name, progress),
+            run_config=_run_config(spec, paths, name, progress, verbose),
         )
 
     progress = Progress(f"search {arm}", spec.search.num_samples, cfg.num_steps)
@@ -280,6 +337,9 @@ def run_search(spec: StudySpec, paths: StudyPaths, arm: str, gpus: float) -> lis
             if samples <= 0 and not (exists and tune.Tuner.can_restore(paths.experiment(name))):
                 break
             names.append(name)
+            progress.finished_before = sum(1 for r in records if r.config) + finished_in(
+                paths, name
+            )
             records += _fit(paths, name, trainable, lambda n=name, k=samples: new(n, k))
         return records
     finally:
@@ -339,7 +399,7 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
 
 
 def run_confirm(
-    spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float
+    spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float, verbose: bool = False
 ) -> list[TrialRecord]:
     """The confirm cases as grids. Every confirm experiment that exists is restored first; the
     cases still missing then run in a further one (``confirm-2``, ``confirm-3`` ...): after a
@@ -358,7 +418,7 @@ def run_confirm(
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name, progress),
+            run_config=_run_config(spec, paths, name, progress, verbose),
         )
 
     steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
@@ -366,12 +426,14 @@ def run_confirm(
     records: list[TrialRecord] = []
     parts = confirm_parts(Path(paths.experiments)) if paths.storage is None else []
     for name in parts:
+        progress.finished_before = len(records) + finished_in(paths, name)
         records += _fit(paths, name, trainable, grid(name))
     number = max((part_number(name) for name in parts), default=0) + 1
     for _ in range(CONFIRM_ATTEMPTS):
         if not unstarted_cases(cases, records):
             break
         name = confirm_experiment(number)
+        progress.finished_before = len(records)
         records += _fit(paths, name, trainable, grid(name))
         number += 1
     return records
@@ -388,17 +450,19 @@ def check_confirm_complete(records: list[TrialRecord], cases: list[dict]) -> Non
         )
 
 
-def export_tables(paths: StudyPaths) -> None:
-    """Tables after each stage (local experiments only; a URI storage is exported by hand)."""
-    if paths.storage is None:
-        counts = export(paths.root)
-        log.info("tables: %s", counts)
-        if counts["errored"]:
-            log.warning(
-                "%d trial(s) errored (reason in the error column of %s); running the same "
-                "command again retries them from their last checkpoint",
-                counts["errored"], paths.root / "tables" / "trials.parquet",
-            )  # fmt: skip
+def export_tables(paths: StudyPaths, state: str = "running", stage: str = "") -> None:
+    """Tables, status and report after each stage (local experiments only; a URI storage is
+    exported by hand)."""
+    counts = refresh(paths, state, stage)
+    if counts is None:
+        return
+    log.info("tables: %s", counts)
+    if counts["errored"]:
+        log.warning(
+            "%d trial(s) errored (reason in the error column of %s); running the same "
+            "command again retries them from their last checkpoint",
+            counts["errored"], paths.root / "tables" / "trials.parquet",
+        )  # fmt: skip
 
 
 def install_sigterm() -> None:
@@ -417,7 +481,13 @@ def run_study(
     resolved: dict[str, Any],
     address: str | None,
     node_ip: str | None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
+    """The whole study; ``verbose`` adds Ray Tune's status tables and Optuna's trial logs."""
+    if not verbose:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     start_ray(spec, address, node_ip)
     install_sigterm()
     try:
@@ -426,19 +496,33 @@ def run_study(
         atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=False))
         write_provenance(paths.provenance)
         searches = {}
-        for arm in spec.arms:
-            searches[arm] = run_search(spec, paths, arm, gpus)
-            export_tables(paths)
-        cases = confirm_plan(spec, paths, searches)
-        write_best_configs(spec, paths, cases)
-        confirm = run_confirm(spec, paths, cases, gpus) if cases else []
-        export_tables(paths)
+        arms = list(spec.arms)
+        stage = f"search {arms[0]}"
+        try:
+            for index, arm in enumerate(arms):
+                stage = f"search {arm}"
+                searches[arm] = run_search(spec, paths, arm, gpus, verbose)
+                following = arms[index + 1] if index + 1 < len(arms) else None
+                export_tables(paths, stage=f"search {following}" if following else "confirm")
+            stage = "confirm"
+            cases = confirm_plan(spec, paths, searches)
+            write_best_configs(spec, paths, cases)
+            confirm = run_confirm(spec, paths, cases, gpus, verbose) if cases else []
+        except Interrupted:
+            try:
+                export_tables(paths, "interrupted", stage)
+            except Exception as exc:  # noqa: BLE001 - the interruption is what to report
+                log.warning("the report could not be rebuilt: %s", exc)
+            raise
+        done = not missing_cases(cases, confirm)
+        export_tables(paths, "complete" if done else "incomplete")
         check_confirm_complete(confirm, cases)
+        summary: dict[str, Any] = {"arms": summarise(confirm, cases), "comparisons": []}
         if paths.storage is None:
-            from reports.build import build
+            from reports.report import Report
 
-            log.info("report: %s", build(paths.root))
-        summary = summarise(confirm, cases)
+            log.info("report: %s", paths.root / "report.html")
+            summary["comparisons"] = Report(paths.root).summary_pairs()
         atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
     finally:

@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from adaptseg.evaluation import CITYSCAPES_CLASSES
+from adaptseg.data.labels import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
 from study.outcomes import effective_status, last_error_line, load_errored
 from study.plan import current_cases
 from study.selection import case_key, current_ranks
 
 SCHEMA_VERSION = "1"
-TABLES = ("trials", "evals", "class_iou")
+TABLES = ("trials", "evals", "class_iou", "arms", "comparisons")
 LOSSES = (
     "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
     "loss_d_main", "loss_d_aux",
@@ -51,13 +51,25 @@ CLASS_FIELDS: list[tuple[str, pa.DataType]] = [
 TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
     ("study", pa.string()), ("experiment", pa.string()), ("arm", pa.string()),
     ("stage", pa.string()), ("trial_id", pa.string()), ("seed", pa.int64()),
-    ("rank", pa.int64()), ("status", pa.string()), ("error", pa.string()),
+    ("rank", pa.int64()), ("current", pa.bool_()), ("status", pa.string()),
+    ("error", pa.string()),
     ("best_miou", pa.float64()), ("final_miou", pa.float64()), ("best_step", pa.int64()),
     ("step_reached", pa.int64()), ("max_steps", pa.int64()),
     ("report_miou_final", pa.float64()), ("report_miou_best_on_select", pa.float64()),
     ("wall_seconds", pa.float64()), ("compute_seconds", pa.float64()),
     ("peak_memory_gb", pa.float64()), ("device", pa.string()), ("amp_used", pa.string()),
+    ("repairs", pa.string()),
     ("config", pa.string()), ("code_version", pa.string()),
+]  # fmt: skip
+ARM_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("arm", pa.string()), ("order", pa.int64()), ("role", pa.string()),
+    ("multi_level", pa.bool_()), ("adapt_space", pa.string()), ("use_target", pa.bool_()),
+    ("num_steps", pa.int64()), ("searched", pa.string()), ("planned_search", pa.int64()),
+    ("planned_confirm", pa.int64()),
+]  # fmt: skip
+COMPARISON_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("study", pa.string()), ("order", pa.int64()), ("arm", pa.string()),
+    ("baseline", pa.string()),
 ]  # fmt: skip
 KIND_TYPES = {"uniform": pa.float64(), "log_uniform": pa.float64(), "int": pa.int64(),
               "categorical": pa.string()}  # fmt: skip
@@ -93,11 +105,13 @@ def read_rows(trial_dir: Path) -> list[dict[str, Any]]:
 
 
 def experiment_trials(
-    experiment: Path, errored: dict[str, str] | None = None
+    experiment: Path, errored: dict[str, str] | None = None, live: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """Trial records (id, status, config, folder, error) from the newest experiment snapshot;
-    ``errored`` (study/outcomes.py) overrides a stale RUNNING status of a trial Tune gave up on."""
-    errored = errored or {}
+    ``errored`` (study/outcomes.py) overrides a stale RUNNING status of a trial Tune gave up on,
+    and ``live`` (trial id -> Ray status, from a running driver) one the snapshot has not
+    caught up with yet."""
+    errored, live = errored or {}, live or {}
     state = None
     for snapshot in sorted(glob.glob(str(experiment / "experiment_state-*.json")), reverse=True):
         try:  # a kill -9 can leave the newest snapshot empty: take the newest readable one
@@ -117,8 +131,9 @@ def experiment_trials(
             if name and (folder / name).is_file():
                 error = last_error_line(folder / name)
                 break
-        status = effective_status(trial["status"], trial["trial_id"], errored)
-        if status != trial["status"]:
+        recorded = live.get(trial["trial_id"], trial["status"])
+        status = effective_status(recorded, trial["trial_id"], errored)
+        if status != recorded:  # Tune gave up on it after the snapshot
             error = error or errored[trial["trial_id"]]
         trials.append({
             "trial_id": trial["trial_id"], "status": status,
@@ -202,8 +217,11 @@ class Tables:
         # An error file of an earlier attempt stays in the folder; it is the trial's error only
         # while the trial still ends in error.
         error = (trial["error"] or reported) if status in ("errored", "diverged") else None
+        rank = _int(config.get("rank"))
         out = {
-            **base, "experiment": experiment, "rank": _int(config.get("rank")),
+            **base, "experiment": experiment, "rank": rank,
+            # A confirm trial of an earlier plan generation (a grown study) is not current.
+            "current": base["stage"] != "confirm" or rank is not None,
             "status": status, "error": error,
             "best_miou": best[0], "best_step": _int(best[1]),
             "final_miou": mious[-1][0] if mious else None,
@@ -217,6 +235,9 @@ class Tables:
                 default=None,
             ),
             "device": last.get("device"), "amp_used": last.get("amp_used"),
+            # What a resume repaired (a checkpoint that could not be read), oldest first.
+            "repairs": "; ".join(dict.fromkeys(r["repair"] for r in rows if r.get("repair")))
+            or None,
             "config": json.dumps(config, sort_keys=True), "code_version": self.code_version,
         }  # fmt: skip
         for name, dist in self.space.items():
@@ -228,7 +249,7 @@ class Tables:
 
     def trial_schema(self) -> pa.Schema:
         extra = [(name, _column_type(dist)) for name, dist in self.space.items()]
-        return _schema(TRIAL_FIELDS + extra)
+        return table_schema(TRIAL_FIELDS + extra)
 
 
 def _column_type(dist: dict) -> pa.DataType:
@@ -246,7 +267,7 @@ def _column_type(dist: dict) -> pa.DataType:
     return pa.string()
 
 
-def _schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+def table_schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
     return pa.schema(fields, metadata={"adaptseg.schema_version": SCHEMA_VERSION})
 
 
@@ -257,9 +278,13 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
     atomic_write(path, lambda handle: pq.write_table(table, handle))
 
 
-def export(study_dir: Path) -> dict[str, int]:
-    """Write ``tables/{trials,evals,class_iou}.parquet``; returns the row counts (and how many
-    trials errored)."""
+def export(
+    study_dir: Path, live: dict[str, dict[str, str]] | None = None, out: Path | None = None
+) -> dict[str, int]:
+    """Write the tables (``TABLES``) into ``out`` (default ``<study_dir>/tables``); returns the
+    row counts (and how many trials errored). ``live``: experiment name -> trial id -> Ray
+    status, from a running driver."""
+    live = live or {}
     spec = yaml.safe_load((study_dir / "study.yaml").read_text())
     plan = study_dir / "confirm_plan.json"
     provenance_file = study_dir / "provenance.json"
@@ -274,21 +299,46 @@ def export(study_dir: Path) -> dict[str, int]:
     experiments = study_dir / "ray"
     errored = load_errored(study_dir)
     for experiment in sorted(experiments.iterdir()) if experiments.is_dir() else []:
-        for trial in experiment_trials(experiment, errored.get(experiment.name)):
+        for trial in experiment_trials(
+            experiment, errored.get(experiment.name), live.get(experiment.name)
+        ):
             config = {**trial["config"].get("case", {}), **trial["config"]}
             if "arm" not in config:
                 continue  # recorded by Tune without its config (kill -9): it never trained
             tables.add(experiment.name, trial, max_steps.get(config.get("arm"), 0))
-    out = study_dir / "tables"
+    arms, pairs = arm_tables(spec)
+    out = out or study_dir / "tables"
     write_table(tables.trials, tables.trial_schema(), out / "trials.parquet")
-    write_table(tables.evals, _schema(EVAL_FIELDS), out / "evals.parquet")
-    write_table(tables.classes, _schema(CLASS_FIELDS), out / "class_iou.parquet")
+    write_table(tables.evals, table_schema(EVAL_FIELDS), out / "evals.parquet")
+    write_table(tables.classes, table_schema(CLASS_FIELDS), out / "class_iou.parquet")
+    write_table(arms, table_schema(ARM_FIELDS), out / "arms.parquet")
+    write_table(pairs, table_schema(COMPARISON_FIELDS), out / "comparisons.parquet")
     return {
         "trials": len(tables.trials),
         "evals": len(tables.evals),
         "class_iou": len(tables.classes),
+        "arms": len(arms),
+        "comparisons": len(pairs),
         "errored": sum(row["status"] == "errored" for row in tables.trials),
     }
+
+
+def arm_tables(raw: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The arms and comparison rows of a saved spec. A spec this version cannot validate (an
+    older study) still gets its arms, by name, with no role and no comparisons."""
+    from study.arms import arm_rows, comparison_rows
+    from study.spec import StudySpec
+
+    try:
+        spec = StudySpec.model_validate(raw)
+        return arm_rows(spec), comparison_rows(spec)
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError and ConfigError
+        print(f"warning: study.yaml: {' '.join(str(exc).split())[:300]}; arms exported without "
+              "roles", file=sys.stderr)  # fmt: skip
+        names = list(raw.get("arms") or {})
+        return [
+            {"study": raw.get("name"), "arm": arm, "order": i} for i, arm in enumerate(names)
+        ], []
 
 
 def _arm_steps(spec: dict, arm: str) -> int:
@@ -299,13 +349,23 @@ def _arm_steps(spec: dict, arm: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.export", description=__doc__)
     parser.add_argument("study_dir", type=Path, help="results/<study>")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="folder for the tables (default: <study_dir>/tables)"
+    )
     args = parser.parse_args(argv)
     if not (args.study_dir / "study.yaml").is_file():
         print(f"error: {args.study_dir}: not a study directory (no study.yaml)", file=sys.stderr)
         return 2
-    counts = export(args.study_dir)
+    out = args.output or args.study_dir / "tables"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        counts = export(args.study_dir, out=out)
+    except OSError as exc:
+        print(f"error: {out}: cannot write the tables ({exc.strerror or exc}); "
+              "write them elsewhere with -o DIR", file=sys.stderr)  # fmt: skip
+        return 2
     tables = ", ".join(f"{name}.parquet {counts[name]} rows" for name in TABLES)
-    print(f"wrote {args.study_dir / 'tables'}: {tables} ({counts['errored']} errored trials)")
+    print(f"wrote {out}: {tables} ({counts['errored']} errored trials)")
     return 0
 
 

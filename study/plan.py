@@ -147,7 +147,10 @@ def legacy_fits(cases: list[dict[str, Any]], key: dict[str, Any]) -> bool:
 
 
 # --- growing a study --------------------------------------------------------------------------
-OPERATIONAL = ("ray.",)  # where the study runs, not what it computes
+# Where and how the study runs or reports, not what it computes: free to change on resume
+# (resources and concurrency, where Ray runs, checkpoint cadence, retries of a dead worker,
+# the comparisons the report shows).
+OPERATIONAL = ("ray.", "resources.", "checkpoint.", "max_failures", "compare")
 
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -156,7 +159,7 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], l
     Grown: changes that only add work and leave every finished trial comparable: more search
     samples, a larger ``confirm.top_k``, confirm seeds appended, a new arm (and search-space
     ``arms:`` lists that add only new arms). Refused: any other change of what is computed.
-    Where the study runs (``ray.*``) may change freely."""
+    Where and how the study runs (``OPERATIONAL``) may change freely."""
     old_arms, new_arms = set(old.get("arms", {})), set(new.get("arms", {}))
     added = new_arms - old_arms
     grown, refused = [], []
@@ -242,8 +245,33 @@ def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
             f"per trial, evaluation every {cfg.eval_every}"
         )
     lines.append(f"total: {total} trials")
+    lines.append(compute_line(spec, paths))
     lines += fast_mode_lines(spec)
     return "\n".join(lines)
+
+
+def compute_line(spec: StudySpec, paths: StudyPaths) -> str:
+    """The compute the study as specified will take, from the step times its own trials
+    recorded (a study that has run before, is running, or grows); unknown before any did."""
+    tables = paths.root / "tables"
+    if not (tables / "trials.parquet").is_file():
+        return (
+            "compute: unknown until trials have run (no step time is recorded for this study; "
+            "the report's cost section then tracks the estimate)"
+        )
+    import pandas as pd
+
+    from reports.report import compute_hours
+    from study.arms import arm_rows
+
+    trials = pd.read_parquet(tables / "trials.parquet")
+    spent, estimate = compute_hours(trials, pd.DataFrame(arm_rows(spec)))
+    if estimate is None:
+        return f"compute: {spent:.2f} device-hours spent; no estimate until every arm has trained"
+    return (
+        f"compute: at most {estimate:.2f} device-hours as planned ({spent:.2f} spent), at the "
+        f"seconds per step its {len(trials)} recorded trials measured"
+    )
 
 
 def fast_mode_lines(spec: StudySpec) -> list[str]:

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from adaptseg.config import ConfigError, parse_size
-from adaptseg.data.preprocess import DataError
+from adaptseg.data.errors import DataError
+from study.lock import StudyLocked
 from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, spec_changes
 from study.spec import SpecError, StudySpec, arm_config, load_spec
 
@@ -54,15 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--address", help="join this Ray cluster ('auto' or host:port)")
     parser.add_argument("--node-ip-address", help="this node's IP for a Ray started here")
+    parser.add_argument(
+        "--smoke", action="store_true",
+        help="the whole study at a tiny size (small backbone, 4 steps, 2 trials per arm, 2 "
+        "seeds) on its own data, into <results>/<name>-smoke: try a spec before booking a "
+        "cluster",
+    )  # fmt: skip
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="also Ray Tune's status tables and Optuna's per-trial logs",
+    )  # fmt: skip
     return parser
 
 
 def check_growth(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> list[str]:
-    """A study that exists may only grow (study.plan.spec_changes); returns what grows."""
+    """A study that exists may only grow (study.plan.spec_changes); returns what grows. A study
+    in which no trial has finished takes any change: it starts over (``StartOver``)."""
     if not paths.spec_file.exists():
         return []
     old = yaml.safe_load(paths.spec_file.read_text()) or {}
     grown, refused = spec_changes(old, resolved)
+    if refused and not finished_trials(paths):
+        raise StartOver(refused)
     if refused:
         raise SpecError(
             f"{origin}: the study in {paths.root} was started with other values for "
@@ -70,6 +84,29 @@ def check_growth(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> li
             "rerun with --fresh to start over (the old one is kept)"
         )
     return grown
+
+
+class StartOver(Exception):
+    """The spec changed keys that decide results, but no trial had finished: nothing to keep."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(", ".join(keys))
+        self.keys = keys
+
+
+def finished_trials(paths: StudyPaths) -> int:
+    """Trials Ray Tune finished in the study's experiments (from its newest snapshots)."""
+    from study.export import experiment_trials
+
+    experiments = Path(paths.experiments)
+    if paths.storage is not None or not experiments.is_dir():
+        return 0 if paths.storage is None else 1  # a remote storage: assume there are some
+    return sum(
+        trial["status"] == "TERMINATED"
+        for experiment in experiments.iterdir()
+        if experiment.is_dir()
+        for trial in experiment_trials(experiment)
+    )
 
 
 def check_writable(paths: StudyPaths, origin: str) -> None:
@@ -165,7 +202,7 @@ def complete(paths: StudyPaths) -> bool:
 
 def finished_text(paths: StudyPaths) -> str:
     """The ablation table for the terminal, and where the report and tables are."""
-    from reports.build import Report
+    from reports.report import Report
 
     table = Report(paths.root).ablation_text()
     return (
@@ -184,36 +221,69 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        spec = load_spec(args.study, args.overrides)
+        spec = load_spec(args.study, args.overrides, smoke=args.smoke)
         paths = StudyPaths.for_spec(spec, args.results)
         resolved = spec.dump()
-        check_writable(paths, str(args.study))
-        grown = [] if args.fresh else check_growth(paths, resolved, str(args.study))
+        start_over: list[str] = []
         try:
-            check_data(spec, generate=not args.dry_run)
-        except DataError as exc:
-            raise SpecError(f"{args.study}: data: {exc}") from None
-        check_init_weights(spec, str(args.study))
-        if args.dry_run:
-            print(describe_plan(spec, paths))
-            if grown:
-                print(f"grows the existing study: {', '.join(grown)}")
-            return EXIT_OK
-        if not grown and not args.fresh and complete(paths):
+            grown = [] if args.fresh else check_growth(paths, resolved, str(args.study))
+        except StartOver as change:
+            grown, start_over = [], change.keys
+        unchanged = not grown and not args.fresh and not start_over
+        if unchanged and not args.dry_run and complete(paths):  # reading needs no writing
             print(
                 f"study {spec.name} is complete; its report is {paths.root / 'report.html'} "
                 "(grow it by raising search.num_samples, confirm.seeds or confirm.top_k, or "
                 "adding an arm; --fresh starts over)"
             )
             return EXIT_OK
+        check_writable(paths, str(args.study))
+        try:
+            check_data(spec, generate=not args.dry_run)
+        except DataError as exc:
+            raise SpecError(f"{args.study}: data: {exc}") from None
+        check_init_weights(spec, str(args.study))
+        if args.dry_run:
+            from study.preflight import preflight_resources
+
+            checked = preflight_resources(spec, args.address, args.node_ip_address)
+            print(describe_plan(spec, paths))
+            print(checked)
+            if start_over:
+                print(
+                    f"starts the study over: none of its trials had finished, and "
+                    f"{', '.join(start_over)} changed (the old one is kept beside it)"
+                )
+            if grown:
+                print(f"grows the existing study: {', '.join(grown)}")
+            return EXIT_OK
         if grown:
             print(f"growing the study in {paths.root}: {', '.join(grown)}", file=sys.stderr)
         from study.driver import run_study
+        from study.lock import StudyLock, describe
 
-        if args.fresh and (moved := move_aside(paths)) is not None:
-            print(f"moved the old study to {moved}", file=sys.stderr)
-        run_study(spec, paths, resolved, args.address, args.node_ip_address)
+        lock = StudyLock(paths.root)
+        if args.fresh or start_over:
+            if (holder := lock.live_holder()) is not None:  # never move a running study aside
+                raise StudyLocked(
+                    f"{paths.root}: another driver is running this study ({describe(holder)}); "
+                    "wait for it to end or stop it"
+                )
+            if (moved := move_aside(paths)) is not None:
+                why = (
+                    f"none of its trials had finished and {', '.join(start_over)} changed; "
+                    if start_over
+                    else ""
+                )
+                print(f"starting over: {why}moved the old study to {moved}", file=sys.stderr)
+        with lock:
+            if lock.note:
+                print(lock.note, file=sys.stderr)
+            run_study(spec, paths, resolved, args.address, args.node_ip_address, args.verbose)
     except (SpecError, ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StudyLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StudyIncomplete as exc:

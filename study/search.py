@@ -26,6 +26,7 @@ from study.spec import StudySpec
 log = logging.getLogger(__name__)
 RAY_TRIAL_ATTR = "ray_trial_id"  # the Optuna trial's Ray Tune trial id, set when it is asked
 ORPHAN_ATTR = "orphan"  # why an Optuna trial that no Ray trial stands for was failed
+METRIC_NAME = "miou (select split)"  # the objective, as the dashboard names it
 
 
 def reopen(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
@@ -62,6 +63,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_step, self.step_key = max_step, step_key
         self._errored: set[str] = set()
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        # optuna-dashboard and Optuna's plots then say what the value is, not "Objective 0".
+        self._ot_study.set_metric_names([METRIC_NAME])
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)

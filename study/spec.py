@@ -308,6 +308,12 @@ class StudySpec(_Strict):
     """Retries of a trial whose worker process died."""
     storage: str | None = None
     """A shared folder or pyarrow URI for Ray's experiments (default: the study folder)."""
+    compare: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = None
+    """Arm pairs `[a, b]` whose paired difference a - b over the confirm seeds the report, the
+    terminal and `summary.json` show, each with its interval and verdict. Null: every arm
+    against the source-only arm, every adapted arm against the BatchNorm control, each
+    multi-level arm against each single-level one, and each feature-level arm against each
+    single-level one (arms found by what they do, not their names)."""
 
     @field_validator("name")
     @classmethod
@@ -332,19 +338,20 @@ class StudySpec(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def _expand(value: Any, path: str, missing: dict[str, list[str]]) -> Any:
+def _expand(value: Any, path: str, problems: dict[str, dict[str, list[str]]]) -> Any:
     if isinstance(value, dict):
         return {
-            k: _expand(v, f"{path}.{k}" if path else str(k), missing) for k, v in value.items()
+            k: _expand(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]", missing) for i, v in enumerate(value)]
+        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def replace(match: re.Match) -> str:
             name = match.group(1)
-            if name not in os.environ:
-                missing.setdefault(name, []).append(path)
+            if not os.environ.get(name):  # unset, or empty: an empty path is the folder "."
+                kind = "not set" if name not in os.environ else "empty"
+                problems[kind].setdefault(name, []).append(path)
                 return match.group(0)
             return os.environ[name]
 
@@ -353,17 +360,19 @@ def _expand(value: Any, path: str, missing: dict[str, list[str]]) -> Any:
 
 
 def expand_env(value: Any, path: str, origin: str) -> Any:
-    """Replace ``${NAME}`` in every string; unset variables are one error naming all of them
-    (and where each is used), so a user learns everything needed in one run."""
-    missing: dict[str, list[str]] = {}
-    out = _expand(value, path, missing)
-    if missing:
-        listed = ", ".join(f"{name} ({', '.join(paths)})" for name, paths in missing.items())
-        plural = "s" if len(missing) > 1 else ""
-        raise SpecError(
-            f"{origin}: environment variable{plural} not set: {listed} "
-            "(export them, or set the keys with --set)"
-        )
+    """Replace ``${NAME}`` in every string; unset or empty variables are one error naming all
+    of them (and where each is used), so a user learns everything needed in one run. It runs
+    after ``--set``, so a key set on the command line needs no variable."""
+    problems: dict[str, dict[str, list[str]]] = {"not set": {}, "empty": {}}
+    out = _expand(value, path, problems)
+    parts = []
+    for kind, names in problems.items():
+        if names:
+            listed = ", ".join(f"{name} ({', '.join(paths)})" for name, paths in names.items())
+            plural = "s" if len(names) > 1 else ""
+            parts.append(f"environment variable{plural} {kind}: {listed}")
+    if parts:
+        raise SpecError(f"{origin}: {'; '.join(parts)} (export them, or set the keys with --set)")
     return out
 
 
@@ -464,6 +473,17 @@ def _validate(spec: StudySpec, origin: str) -> None:
                 f"{origin}: train.{key}: every arm overrides it ({how} in each), so this value "
                 "is never used; remove it"
             )
+    for index, (first, second) in enumerate(spec.compare or []):
+        for name in (first, second):
+            if name not in spec.arms:
+                raise SpecError(
+                    f"{origin}: compare[{index}]: unknown arm `{key_name(name)}`"
+                    f"{closest_key(name, arms)}"
+                )
+        if first == second:
+            raise SpecError(
+                f"{origin}: compare[{index}]: expected two different arms, got {first} twice"
+            )
     for arm in arms:
         sampled = {name: dist.representative() for name, dist in spec.searched(arm).items()}
         try:
@@ -471,6 +491,13 @@ def _validate(spec: StudySpec, origin: str) -> None:
         except ConfigError as exc:
             message = str(exc).removeprefix(f"arm {arm}: ")
             raise SpecError(f"{origin}: arms.{key_name(arm)} (with train): {message}") from None
+        grace, steps = spec.scheduler.grace_period, arm_config(spec, arm).num_steps
+        if spec.scheduler.kind == "asha" and grace > steps:
+            # Ray Tune's ASHA asserts grace_period <= max_t (the arm's steps) when it starts.
+            raise SpecError(
+                f"{origin}: scheduler.grace_period: expected at most the steps an arm trains "
+                f"(arm {key_name(arm)}: num_steps {steps}), got {grace}"
+            )
 
 
 def data_settings(spec: StudySpec) -> dict[str, Any]:
@@ -499,34 +526,52 @@ def arm_config(
     return build_config(values, origin=f"arm {arm}")
 
 
+def arm_role(spec: StudySpec, arm: str) -> str:
+    """What an arm does, whatever its name: ``source_only`` (target images never pass through
+    G), ``bn_control`` (they pass, moving BatchNorm statistics, but no adversarial loss reaches
+    G), else ``adapted``."""
+    cfg = arm_config(spec, arm)
+    if not cfg.use_target:
+        return "source_only"
+    weights = [("lambda_adv_main", cfg.lambda_adv_main)]
+    if cfg.multi_level:
+        weights.append(("lambda_adv_aux", cfg.lambda_adv_aux))
+    silent = all(value == 0 and key not in spec.searched(arm) for key, value in weights)
+    return "bn_control" if silent else "adapted"
+
+
 def baseline_arms(spec: StudySpec) -> dict[str, str]:
-    """The arms the ablation compares against, found by what they do (any names work):
-    ``source_only``: target images never pass through G; ``bn_control``: they pass (moving
-    BatchNorm statistics) but no adversarial loss reaches G. The first such arm of each."""
+    """The arms the ablation compares against, found by what they do (any names work): the
+    first ``source_only`` and the first ``bn_control`` arm (``arm_role``)."""
     roles: dict[str, str] = {}
     for arm in spec.arms:
-        cfg = arm_config(spec, arm)
-        weights = [("lambda_adv_main", cfg.lambda_adv_main)]
-        if cfg.multi_level:
-            weights.append(("lambda_adv_aux", cfg.lambda_adv_aux))
-        silent = all(value == 0 and key not in spec.searched(arm) for key, value in weights)
-        role = "source_only" if not cfg.use_target else "bn_control" if silent else None
-        if role is not None:
+        role = arm_role(spec, arm)
+        if role != "adapted":
             roles.setdefault(role, arm)
     return roles
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
-    """Read, expand, override and validate a study YAML completely (no Ray, no data access)."""
+def load_spec(
+    path: str | Path, overrides: list[str] | None = None, smoke: bool = False
+) -> StudySpec:
+    """Read, expand, override and validate a study YAML completely (no Ray, no data access);
+    ``smoke``: the same study at a tiny size (study/smoke.py)."""
     origin = str(path)
     try:
         raw = read_yaml_mapping(path)
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
+    if smoke:
+        from study.smoke import smoke_spec
+
+        raw = smoke_spec(raw)
     try:
+        # --set first (its relative paths against the current folder), then ${VAR} (so a key
+        # set on the command line needs no variable), then the spec's own relative paths
+        # against the spec's folder.
+        raw = apply_overrides(raw, list(overrides or []))
         raw = expand_env(raw, "", origin)
         _absolute(raw, Path(path).absolute().parent)
-        raw = apply_overrides(raw, list(overrides or []))
         spec = StudySpec(**raw)
     except ValidationError as exc:
         key, message = describe(exc.errors(), StudySpec)

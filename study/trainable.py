@@ -84,32 +84,42 @@ def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     return [tune.Checkpoint(posixpath.join(parent, n), checkpoint.filesystem) for n in names]
 
 
-def restore_state(checkpoint: tune.Checkpoint) -> dict[str, Any]:
-    """The newest readable trainer state among the checkpoints Tune kept: a truncated or corrupt
-    latest one falls back to the previous one with a warning, as ``adaptseg.train`` does.
+def restore_state(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], str | None]:
+    """The newest readable trainer state among the checkpoints Tune kept, and what was repaired
+    (None when the latest one was read): a truncated or corrupt latest one falls back to the
+    previous one, as ``adaptseg.train`` does, and says so.
 
     Raises:
         CheckpointError: none is readable (never silently start the trial over).
     """
     candidates = [checkpoint, *_older_checkpoints(checkpoint)]
+    skipped = []
     for candidate in candidates:
         try:
             with candidate.as_directory() as directory:
-                return load_state(Path(directory) / CHECKPOINT_FILE)
+                state = load_state(Path(directory) / CHECKPOINT_FILE)
         except CheckpointError as exc:
             log.warning("%s; falling back to the previous checkpoint", exc)
+            skipped.append(posixpath.basename(candidate.path.rstrip("/")))
+            continue
+        if not skipped:
+            return state, None
+        used = posixpath.basename(candidate.path.rstrip("/"))
+        return state, (
+            f"{', '.join(skipped)} could not be read; resumed from {used} (step {state['step']})"
+        )
     raise CheckpointError(
         f"{checkpoint.path}: none of the {len(candidates)} checkpoints of this trial is readable"
     )
 
 
-def _restore(trainer: Trainer) -> dict[str, Any]:
+def _restore(trainer: Trainer) -> tuple[dict[str, Any], str | None]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return {"miou": -math.inf, "step": 0, "model": None}
-    state = restore_state(checkpoint)
+        return {"miou": -math.inf, "step": 0, "model": None}, None
+    state, repair = restore_state(checkpoint)
     trainer.load_state_dict(state)
-    return state["best"]
+    return state["best"], repair
 
 
 def _report(
@@ -173,7 +183,7 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     parts = ["select", "report"] if stage == "confirm" else ["select"]
     data = build_datasets(cfg, eval_parts=parts)
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
-    best = _restore(trainer)
+    best, repair = _restore(trainer)
     window = _Window(trainer)
     every = study.checkpoint.every_evals
     minutes = study.checkpoint.every_minutes
@@ -181,6 +191,8 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     # What this trial ran on and with (a study may span machines of several kinds).
     base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed, "amp_used": trainer.amp,
             "device": trainer.capabilities.label}  # fmt: skip
+    if repair is not None:  # reaches the driver's terminal and the trial's row, not only a log
+        base["repair"] = repair
     while trainer.step_count < cfg.num_steps:
         try:
             window.add(trainer.step())

@@ -70,6 +70,20 @@ def tiny_spec(bench: Path, **sections) -> dict:
     return spec
 
 
+def record_finished_trial(study_dir: Path, arm: str = "source_only") -> None:
+    """A Ray experiment snapshot holding one finished trial: a study with results to protect
+    (a study where no trial has finished takes any change and starts over)."""
+    import json
+
+    experiment = study_dir / "ray" / f"search-{arm}"
+    experiment.mkdir(parents=True, exist_ok=True)
+    trial = {"trial_id": "done", "status": "TERMINATED", "config": {"arm": arm},
+             "relative_logdir": "done"}  # fmt: skip
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": [[json.dumps(trial), json.dumps({})]]})
+    )
+
+
 def write_spec(directory: Path, spec: dict) -> Path:
     path = directory / "study.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -34,6 +34,7 @@ def test_bad_input(case, dry_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DATA", str(data))
     monkeypatch.setenv("BENCH", str(tmp_path / "bench"))
     monkeypatch.delenv("ADAPTSEG_SURELY_UNSET", raising=False)
+    monkeypatch.setenv("ADAPTSEG_EMPTY", "")
     info = headers(case)
     results = tmp_path / "results"
     if info.get("results") == "unwritable":

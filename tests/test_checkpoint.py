@@ -95,9 +95,14 @@ def test_a_corrupt_ray_checkpoint_falls_back_to_the_one_before(tmp_path, caplog)
     files = _tune_checkpoints(tmp_path / "trial", [6, 12, 18])
     files[2].write_bytes(files[2].read_bytes()[:40])  # truncated, as by a full disk
     with caplog.at_level(logging.WARNING):
-        restored = restore_state(tune.Checkpoint.from_directory(str(files[2].parent)))
+        restored, repair = restore_state(tune.Checkpoint.from_directory(str(files[2].parent)))
     assert restored["step"] == 12
     assert "checkpoint_000002" in caplog.text and "falling back" in caplog.text
+    assert (
+        repair == "checkpoint_000002 could not be read; resumed from checkpoint_000001 (step 12)"
+    )
+    latest, nothing = restore_state(tune.Checkpoint.from_directory(str(files[1].parent)))
+    assert latest["step"] == 12 and nothing is None
 
 
 def test_a_trial_whose_ray_checkpoints_are_all_corrupt_raises(tmp_path):

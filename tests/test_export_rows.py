@@ -58,9 +58,11 @@ def study(tmp_path):
     dump = json.dumps
     experiment(root, "search-a", [
         ("done", "TERMINATED", {"arm": "a", "stage": "search", "lr": 1e-3, "gan": "ls"},
-         [dump(row(6, 1, 0.2, split="select")), dump(row(12, 2, 0.3)),
+         [dump(row(6, 1, 0.2, split="select", peak_memory_gb=0.5)),
+          dump(row(12, 2, 0.3, peak_memory_gb=0.9)),
           '{"step": 18, "mi',  # cut by a kill; the restored run appends after it
-          dump(row(12, 2, 0.35))],  # the same report again after the restore: the last wins
+          # the same report again after the restore (on another machine): the last wins
+          dump(row(12, 2, 0.35, peak_memory_gb=0.7, device="cpu AVX2 (test)", amp_used="none"))],
          None),
         ("stopped", "TERMINATED", {"arm": "a", "stage": "search", "lr": 2e-3},
          [dump(row(6, 1, 0.25))], None),
@@ -117,7 +119,8 @@ def table(root, name):
 
 
 def test_every_trial_column(study):
-    assert export(study) == {"trials": 10, "evals": 12, "class_iou": 17, "errored": 4}
+    assert export(study) == {"trials": 10, "evals": 12, "class_iou": 17, "arms": 2,
+                             "comparisons": 0, "errored": 4}  # fmt: skip
     schema = pq.read_schema(study / "tables" / "trials.parquet")
     columns = ("lr", "gan", "num_steps", "iter_size", "poly_power", "deterministic", "eval_limit")
     assert [str(schema.field(n).type) for n in columns] == [
@@ -125,13 +128,16 @@ def test_every_trial_column(study):
     ]  # fmt: skip
     trials = {t["trial_id"]: t for t in table(study, "trials")}
     common = {"study": "s", "seed": 7, "code_version": "abc123", "num_steps": None,
-              "iter_size": None, "poly_power": None, "deterministic": None, "eval_limit": None}  # fmt: skip
+              "iter_size": None, "poly_power": None, "deterministic": None, "eval_limit": None,
+              "peak_memory_gb": None, "device": None, "amp_used": None, "repairs": None}  # fmt: skip
     assert trials["done"] == {
         **common, "experiment": "search-a", "arm": "a", "stage": "search", "trial_id": "done",
-        "rank": None, "status": "completed", "error": None, "best_miou": 0.35,
+        "rank": None, "current": True, "status": "completed", "error": None, "best_miou": 0.35,
         "final_miou": 0.35, "best_step": 12, "step_reached": 12, "max_steps": 12,
         "report_miou_final": None, "report_miou_best_on_select": None, "wall_seconds": 20.0,
         "compute_seconds": 18.0, "lr": 1e-3, "gan": "ls",
+        # the largest peak of the rows kept; the machine and amp of the last report
+        "peak_memory_gb": 0.7, "device": "cpu AVX2 (test)", "amp_used": "none", "repairs": None,
         "config": '{"arm": "a", "gan": "ls", "lr": 0.001, "stage": "search"}',
     }  # fmt: skip
     assert (trials["stopped"]["status"], trials["stopped"]["step_reached"]) == ("early_stopped", 6)
@@ -155,6 +161,7 @@ def test_every_trial_column(study):
         4,
         None,
     )
+    assert trials["c1"]["current"] is False  # its case is no longer in the newest plan
     assert trials["broke"]["status"] == "errored"
     assert trials["broke"]["error"] == "RuntimeError: the worker died"
     nan = trials["nan"]
@@ -162,7 +169,8 @@ def test_every_trial_column(study):
     assert (nan["best_miou"], nan["final_miou"], nan["step_reached"]) == (0.05, 0.05, 6)
     assert trials["c0"] == {
         **common, "seed": 3, "experiment": "confirm-1", "arm": "b", "stage": "confirm",
-        "trial_id": "c0", "rank": 1, "status": "completed", "error": None, "best_miou": 0.4,
+        "trial_id": "c0", "rank": 1, "current": True, "status": "completed", "error": None,
+        "best_miou": 0.4,
         "final_miou": 0.4, "best_step": 12, "step_reached": 12, "max_steps": 12,  # its own
         "report_miou_final": 0.31, "report_miou_best_on_select": 0.33, "wall_seconds": 31.0,
         "compute_seconds": 25.5, "lr": 1e-3, "gan": "ls", "num_steps": 12,
@@ -224,4 +232,18 @@ def test_a_study_without_provenance_or_experiments_still_exports(study):
             path.unlink() if path.is_file() else path.rmdir()
         folder.rmdir()
     (study / "ray").rmdir()
-    assert export(study) == {"trials": 0, "evals": 0, "class_iou": 0, "errored": 0}
+    assert export(study) == {"trials": 0, "evals": 0, "class_iou": 0, "arms": 2,
+                             "comparisons": 0, "errored": 0}  # fmt: skip
+
+
+def test_a_running_drivers_statuses_win_over_a_lagging_snapshot(study):
+    """The live report exports while Ray's snapshot still lags (study/live.py)."""
+    live = {"search-a": {"done": "RUNNING", "stopped": "TERMINATED"},
+            "confirm-1": {"c1": "TERMINATED"}}  # fmt: skip
+    export(study, live=live)
+    trials = {t["trial_id"]: t for t in table(study, "trials")}
+    assert trials["done"]["status"] == "running"
+    assert (trials["c1"]["status"], trials["c1"]["error"]) == ("early_stopped", None)
+    assert trials["stopped"]["status"] == "early_stopped" and trials["stopped"]["error"] is None
+    lost = trials["lost"]  # not in the live statuses: the errors file still applies
+    assert (lost["status"], lost["error"]) == ("errored", "RayActorError: the actor died")

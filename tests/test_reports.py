@@ -135,9 +135,15 @@ def test_report_renders_in_a_real_browser_offline(study, tmp_path):
             "div[id^='figure-']",
             "els => els.map(e => [e.id, e.classList.contains('js-plotly-plot'), e.getBoundingClientRect().height, e.querySelectorAll('.main-svg').length])",
         )
+        headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
+        comparisons = page.inner_text("h3 + table")
+        status = page.inner_text("h2 + p")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []
+    assert headings[:2] == ["Status", "Does adaptation help? (confirm stage, report split)"]
+    assert status.startswith("No status recorded")  # exported by hand, not by a running study
+    assert "multi_level \u2212 single_level" in comparisons.splitlines()[1]  # the headline pair
     assert len(figures) >= 6
     for figure_id, rendered, height, svgs in figures:
         assert rendered and height > 100 and svgs > 0, figure_id
@@ -164,7 +170,8 @@ def test_the_export_command_says_what_it_wrote_and_refuses_other_folders(tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         f"wrote {root / 'tables'}: trials.parquet 20 rows, evals.parquet 60 rows, "
-        "class_iou.parquet 1140 rows (0 errored trials)"
+        "class_iou.parquet 1140 rows, arms.parquet 4 rows, comparisons.parquet 6 rows "
+        "(0 errored trials)"
     )
     assert (root / "tables" / "trials.parquet").is_file()
     other = subprocess.run([sys.executable, "-m", "study.export", str(tmp_path)],

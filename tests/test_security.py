@@ -55,7 +55,21 @@ def test_layers_adaptseg_imports_no_ray_and_reports_no_torch():
         if package == "adaptseg":
             assert not modules & {"ray", "optuna", "plotly"}, path
         if package == "reports":
-            assert not modules & {"ray", "torch"}, path
+            # reports reads tables only: the direction is study -> reports, never back
+            assert not modules & {"ray", "torch", "study"}, path
+
+
+def test_the_report_loads_without_study_torch_or_ray():
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, reports.report, reports.build; "
+        "found = {'study', 'torch', 'ray'} & {m.split('.')[0] for m in sys.modules}; "
+        "print(sorted(found)); sys.exit(1 if found else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_no_module_of_the_project_imports_itself_back():

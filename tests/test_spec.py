@@ -25,6 +25,7 @@ BASE = {
         "single_level": {"multi_level": False},
         "multi_level": {"multi_level": True},
     },
+    "scheduler": {"kind": "asha", "grace_period": 10},
     "search": {
         "num_samples": 2,
         "space": {

@@ -16,6 +16,7 @@ import pytest
 import torch
 from study_helpers import (
     ray_env,
+    record_finished_trial,
     run_study,
     study_command,
     tagged_env,
@@ -76,8 +77,14 @@ def test_study_completes_and_says_it_runs_on_cpu(finished):
 
     trials = pd.read_parquet(root / "tables" / "trials.parquet")
     headline = trials[(trials["stage"] == "confirm") & (trials["rank"] == 0)]
-    assert set(summary) == {"source_only", "single_level"}
-    for arm, values in summary.items():
+    assert set(summary["arms"]) == {"source_only", "single_level"}
+    (pair,) = summary["comparisons"]
+    assert (pair["arm"], pair["baseline"], pair["paired_seeds"]) == (
+        "single_level",
+        "source_only",
+        2,
+    )
+    for arm, values in summary["arms"].items():
         scores = headline.loc[headline["arm"] == arm, "report_miou_best_on_select"]
         assert values["seeds"] == 2 == len(scores)
         assert values["report_miou_mean"] == pytest.approx(scores.mean(), abs=1e-12)
@@ -117,6 +124,7 @@ def test_asha_stops_trials_and_optuna_records_them_as_pruned(finished):
     for arm in ("source_only", "single_level"):
         study = optuna.load_study(study_name=f"tiny-{arm}", storage=storage)
         assert len(study.trials) == 3
+        assert study.metric_names == ["miou (select split)"]  # not "Objective 0"
         states += [t.state.name for t in study.trials]
     stopped = [
         rows
@@ -302,7 +310,11 @@ def test_quickstart_dry_run_prints_the_plan(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "arm multi_level: search" in result.stdout and "total: 28 trials" in result.stdout
+    assert "arm multi_level: search" in result.stdout and "total: 32 trials" in result.stdout
+    assert "compute: unknown until trials have run" in result.stdout
+    assert "resources: checked against the Ray this command starts" in result.stdout
+    (amp,) = [line for line in result.stdout.splitlines() if line.startswith("amp: auto -> ")]
+    assert amp.split()[3] in ("bf16", "none") and "on this machine (cpu " in amp
 
 
 def one_long_trial(bench: Path, **extra) -> dict:
@@ -373,6 +385,17 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path, ben
     restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
     assert rows[restart]["step"] == previous_step + 6
     assert rows[-1]["step"] == 60
+    # The fallback reaches the user: the driver's terminal and the trial's row.
+    said = (
+        f"{newest.parent.name} could not be read; resumed from {older[-1].parent.name} "
+        f"(step {previous_step})"
+    )
+    assert any(line.startswith("[search source_only] trial ") and line.endswith(said)
+               for line in resumed.stderr.splitlines()), resumed.stderr[-3000:]  # fmt: skip
+    import pandas as pd
+
+    (repairs,) = pd.read_parquet(results / "tiny" / "tables" / "trials.parquet")["repairs"]
+    assert repairs == said
 
 
 @pytest.mark.slow
@@ -496,6 +519,7 @@ def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench)
 
     old = load_spec(spec_path, ["search.num_samples=5"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
+    record_finished_trial(study_dir)
     from study.run import main as run_main
 
     assert run_main([str(spec_path), "--results", str(tmp_path / "results"), "--dry-run"]) == 2
@@ -517,6 +541,7 @@ def test_changed_spec_message(tmp_path, bench, capsys):
 
     old = load_spec(spec_path, ["search.num_samples=5", "train.ndf=16"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
+    record_finished_trial(study_dir)
     assert run_main([str(spec_path), "--results", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (
@@ -646,7 +671,7 @@ def test_a_finished_study_grows_and_runs_only_what_is_new(tmp_path, bench):
         (arm, seed) for arm in ("single_level", "source_only") for seed in (0, 1, 2)
     ]
     summary = json.loads((root / "summary.json").read_text())
-    assert all(arm["seeds"] == 3 for arm in summary.values())
+    assert all(arm["seeds"] == 3 for arm in summary["arms"].values())
     again = run_study(spec_path, results, "--set", "search.num_samples=3",
                       "--set", "confirm.seeds=[0, 1, 2]")  # fmt: skip
     assert again.returncode == 0 and not (root / "ray" / "confirm-3").exists()
@@ -668,7 +693,7 @@ def test_a_new_arm_runs_its_search_and_confirm_only(tmp_path, bench):
         assert {t: now[t] for t in lines} == lines, name
     assert len(result_lines(root / "ray" / "search-bn_control")) == 2
     summary = json.loads((root / "summary.json").read_text())
-    assert set(summary) == {"source_only", "single_level", "bn_control"}
+    assert set(summary["arms"]) == {"source_only", "single_level", "bn_control"}
 
 
 def test_a_study_runs_the_same_from_any_folder(tmp_path, bench):
@@ -700,3 +725,60 @@ def test_a_study_runs_the_same_from_any_folder(tmp_path, bench):
         capture_output=True, text=True, timeout=120, cwd=elsewhere,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_a_complete_study_on_a_read_only_folder_says_complete(finished, monkeypatch, capsys):
+    """A finished study shared on a read-only mount only needs reading (root ignores file
+    modes, so the folder is made unwritable where the harness asks)."""
+    import study.run as run_module
+
+    root, _, _ = finished
+    spec_path = root.parents[1] / "study.yaml"
+    monkeypatch.setattr(run_module.os, "access", lambda path, mode: False)
+    assert run_module.main([str(spec_path), "--results", str(root.parent)]) == 0
+    assert capsys.readouterr().out.startswith("study tiny is complete; its report is")
+
+
+@pytest.mark.parametrize("command", ["reports.build", "study.export"])
+def test_a_read_only_study_folder_is_one_line_suggesting_o(tmp_path, monkeypatch, capsys, command):
+    import errno
+
+    from fabricate import fabricate
+
+    import adaptseg.fileio as fileio
+    from study.export import export
+
+    root = tmp_path / "shared"
+    fabricate(root, trials_per_arm=2, evals=2)
+    export(root)
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(fileio, "atomic_write", read_only)
+    monkeypatch.setattr(fileio, "atomic_write_text", read_only)
+    if command == "reports.build":
+        import reports.report
+        from reports.build import main
+
+        monkeypatch.setattr(reports.report, "atomic_write_text", read_only)
+        target = root / "report.html"
+    else:
+        import study.export
+        from study.export import main
+
+        monkeypatch.setattr(study.export, "atomic_write", read_only)
+        target = root / "tables"
+    assert main([str(root)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert (
+        line.startswith(f"error: {target}: cannot write the ") and "Read-only file system" in line
+    )
+    assert line.endswith("elsewhere with -o FILE" if command == "reports.build" else "with -o DIR")
+    monkeypatch.undo()
+    out = tmp_path / "mine"
+    assert (
+        main([str(root), "-o", str(out / "report.html" if command == "reports.build" else out)])
+        == 0
+    )

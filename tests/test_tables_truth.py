@@ -8,6 +8,7 @@ import json
 import math
 
 import pandas as pd
+import pytest
 import yaml
 from fabricate import _row, _write_experiment
 
@@ -64,22 +65,97 @@ def test_the_ablation_table_and_verdicts_match_a_hand_computation(tmp_path):
     # adapted - no_adapt by seed: 0.15, 0.16, 0.14 -> mean 0.15, sd 0.01
     half = T * 0.01 / math.sqrt(3)
     assert (
-        f"<b>adapted beats no_adapt</b> by 0.1500 mIoU (95% CI [{0.15 - half:+.4f}, "
+        f"<b>adapted beats no_adapt</b> by 0.1500 mIoU (95% interval [{0.15 - half:+.4f}, "
         f"{0.15 + half:+.4f}], 3 paired seeds)."
     ) in html
     # adapted - bn_only: 0.12, 0.12, 0.15 -> mean 0.13, sd sqrt(0.0003)
     half = T * math.sqrt(0.0003) / math.sqrt(3)
-    assert f"<b>adapted beats bn_only</b> by 0.1300 mIoU (95% CI [{0.13 - half:+.4f}" in html
-    # bn_only - no_adapt: 0.03, 0.04, -0.01 -> mean 0.02: the interval includes 0
-    assert "bn_only vs no_adapt: no clear difference (+0.0200, 95% CI [" in html
-    assert "no_adapt vs" not in html  # the bottom baseline is compared with nothing
+    assert f"<b>adapted beats bn_only</b> by 0.1300 mIoU (95% interval [{0.13 - half:+.4f}" in html
+    # bn_only - no_adapt: 0.03, 0.04, -0.01 -> mean 0.02: the interval includes 0, no verdict
+    half = T * math.sqrt(0.0007) / math.sqrt(3)
+    assert (
+        "<td>bn_only &minus; no_adapt</td><td class='num'>3</td><td class='num'>"
+        f"+0.0200 [{0.02 - half:+.4f}, {0.02 + half:+.4f}]</td><td>cannot tell apart</td>"
+    ) in html
+    assert "bn_only beats" not in html and "no_adapt &minus;" not in html
+    assert [(r["arm"], r["baseline"]) for r in report.comparison_rows()] == [
+        ("adapted", "bn_only"),
+        ("adapted", "no_adapt"),
+        ("bn_only", "no_adapt"),
+    ]  # fmt: skip  (against the control, then the source-only arm; the spec's arm order)
 
 
 def test_one_seed_is_shown_without_an_interval(tmp_path):
     report = write_study(tmp_path / "s", {"no_adapt": {0: 0.3}, "adapted": {0: 0.5}})
     html = report.ablation()
-    assert "0.3000 (1 seed: no interval)" in html
-    assert "adapted vs no_adapt: fewer than two paired seeds, no interval." in html
+    assert "0.3000 (1 seed: no interval)" in html and "over 1 seed," in html
+    assert html.count("no interval can be drawn") == 1
+    assert "1 comparison with fewer than two paired seeds: no interval can be drawn" in html
+
+
+LEVELS_ARMS = {
+    "source": {"use_target": False, "multi_level": False},
+    "single": {"multi_level": False},
+    "multi": {"multi_level": True},
+}
+
+
+def write_levels(root, single: dict[int, float], multi: dict[int, float]):
+    global ARMS
+    saved, ARMS = ARMS, LEVELS_ARMS
+    try:
+        return write_study(root, {"source": {0: 0.1, 1: 0.12, 2: 0.11}, "single": single,
+                                  "multi": multi})  # fmt: skip
+    finally:
+        ARMS = saved
+
+
+def test_multi_level_against_single_level_is_compared_by_default_with_its_interval(tmp_path):
+    # multi - single by seed: 0.02, 0.03, 0.04 -> mean 0.03, sd 0.01
+    report = write_levels(tmp_path / "s", {0: 0.40, 1: 0.41, 2: 0.42}, {0: 0.42, 1: 0.44, 2: 0.46})
+    pairs = report.comparison_rows()
+    assert (pairs[0]["arm"], pairs[0]["baseline"]) == ("multi", "single")  # the headline first
+    diff = pairs[0]["diff"]
+    half = T * 0.01 / math.sqrt(3)
+    assert (diff.mean, diff.low, diff.high, diff.n) == pytest.approx(
+        (0.03, 0.03 - half, 0.03 + half, 3)
+    )
+    html = report.ablation()
+    assert (
+        f"<b>multi beats single</b> by 0.0300 mIoU (95% interval [{0.03 - half:+.4f}, "
+        f"{0.03 + half:+.4f}], 3 paired seeds)."
+    ) in html
+    assert "<td>multi &minus; single</td>" in html
+    text = report.ablation_text()
+    assert "multi - single" in text and "better" in text
+    summary = report.summary_pairs()[0]
+    assert summary["arm"] == "multi" and summary["baseline"] == "single"
+    assert summary["difference"] == pytest.approx(0.03) and summary["verdict"] == "better"
+
+
+def test_multi_level_within_noise_of_single_level_gets_no_verdict(tmp_path):
+    # multi - single by seed: +0.02, -0.03, +0.04: the interval includes 0
+    report = write_levels(tmp_path / "s", {0: 0.40, 1: 0.41, 2: 0.42}, {0: 0.42, 1: 0.38, 2: 0.46})
+    html = report.ablation()
+    assert "<td>multi &minus; single</td>" in html
+    assert "multi beats single" not in html and "multi is worse than single" not in html
+    assert report.summary_pairs()[0]["verdict"] == "cannot tell apart"
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3, 10])
+def test_no_miou_interval_bound_leaves_zero_to_one(tmp_path, seeds):
+    # Far apart values near both ends: a t-interval over few seeds reaches past [0, 1].
+    values = {s: (0.02 if s % 2 else 0.97) for s in range(seeds)}
+    other = {s: (0.99 if s % 2 else 0.01) for s in range(seeds)}
+    report = write_study(tmp_path / "s", {"no_adapt": other, "adapted": values})
+    for row in report.arm_rows():
+        for interval in (row["best"], row["final"]):
+            assert interval.n < 2 or 0.0 <= interval.low <= interval.high <= 1.0
+    for row in report.comparison_rows():
+        assert row["diff"].n < 2 or -1.0 <= row["diff"].low <= row["diff"].high <= 1.0
+    html = report.ablation()
+    if seeds in (2, 3):
+        assert "\u2020" in html and "was cut" in html  # the clipped mark and what it means
 
 
 def test_a_trial_that_diverges_right_after_an_evaluation_keeps_that_evaluation(tmp_path):
@@ -136,7 +212,7 @@ def test_with_few_completed_trials_importance_explains_the_mIoU_at_a_common_step
     fabricate(root, trials_per_arm=4, evals=3)  # trials 0 and 3 of each arm stop early
     export(root)
     report = Report(root)
-    rows, label = importance_scores(report.trials, report.evals, "multi_level", report.spec)
+    rows, label = importance_scores(report.trials, report.evals, "multi_level")
     assert label == "select mIoU at step 1000, which every search trial reached"
     assert len(rows) == 4 and rows["score"].notna().all()
     first = report.evals[(report.evals["step"] == 1000) & (report.evals["stage"] == "search")]
@@ -145,5 +221,5 @@ def test_with_few_completed_trials_importance_explains_the_mIoU_at_a_common_step
     fabricate(many, trials_per_arm=6, evals=3)
     export(many)
     report = Report(many)
-    rows, label = importance_scores(report.trials, report.evals, "multi_level", report.spec)
+    rows, label = importance_scores(report.trials, report.evals, "multi_level")
     assert label == "final select mIoU" and len(rows) == 4

@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 IGNORE = 255
+# The 19 Cityscapes evaluation classes, in train-id order (the tables' class names).
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "light", "sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
 # Cityscapes label id -> train id (the official info.json `label2train`); GTA5 uses the same ids.
 CITYSCAPES_ID_TO_TRAIN: dict[int, int] = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,

@@ -9,23 +9,12 @@ import png
 import torch
 from PIL import Image
 
+from adaptseg.data.errors import DataError
+
 # The DeepLab-v2 (Caffe) init expects BGR, 0-255, minus this BGR mean (official IMG_MEAN).
 CAFFE_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
 IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)
 IMAGENET_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)
-
-
-class DataError(ValueError):
-    """A data problem, with the file it is about in the message.
-
-    Raised in a DataLoader worker, torch re-raises it in the main process with the worker's
-    traceback as the message; only the original line is kept, so users see the file.
-    """
-
-    def __init__(self, message: str) -> None:
-        if "Original Traceback" in message:
-            message = message.strip().splitlines()[-1].split("DataError: ", 1)[-1]
-        super().__init__(message)
 
 
 def _reason(exc: BaseException) -> str:

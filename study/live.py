@@ -1,0 +1,86 @@
+"""The report while a study runs: the tables and ``report.html`` rebuilt as trials finish.
+
+A paper-scale study runs for days; its report should exist from the first finished trial on
+and say where the study stands. After a trial finishes (at most once every ``every_s``
+seconds, since an export and a report take a few seconds) and at every stage end, the driver
+exports the tables, writes ``tables/status.parquet`` (the study's state, its stage and the time
+that stage has left) and rebuilds the report, each file written atomically. A failure here is
+a warning: the report never stops the study.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+from ray import tune
+
+from study.export import export, table_schema, write_table
+from study.plan import StudyPaths
+
+log = logging.getLogger("study.live")
+STATUS_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("state", pa.string()), ("stage", pa.string()), ("seconds_left", pa.float64()),
+    ("updated", pa.string()),
+]  # fmt: skip
+STATES = ("running", "interrupted", "incomplete", "complete")
+
+
+def write_status(paths: StudyPaths, state: str, stage: str, seconds_left: float | None) -> None:
+    """``tables/status.parquet``: one row the report's status section reads."""
+    assert state in STATES, state
+    updated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    row = {"state": state, "stage": stage, "seconds_left": seconds_left, "updated": updated}
+    write_table([row], table_schema(STATUS_FIELDS), paths.root / "tables" / "status.parquet")
+
+
+def refresh(
+    paths: StudyPaths,
+    state: str,
+    stage: str = "",
+    seconds_left: float | None = None,
+    live: dict[str, dict[str, str]] | None = None,
+) -> dict[str, int] | None:
+    """Export the tables, write the status and rebuild the report (local studies: a study on a
+    ``storage:`` URI is exported by hand). Returns the export's counts."""
+    if paths.storage is not None:
+        return None
+    counts = export(paths.root, live)
+    write_status(paths, state, stage, seconds_left)
+    from reports.report import build
+
+    build(paths.root)
+    return counts
+
+
+class LiveReport(tune.Callback):
+    """Rebuilds the tables and the report after a trial ends, at most every ``every_s`` s."""
+
+    def __init__(
+        self, paths: StudyPaths, experiment: str, progress: Any, every_s: float = 120.0
+    ) -> None:
+        self.paths, self.experiment, self.progress = paths, experiment, progress
+        self.every_s, self.last = every_s, -float("inf")
+
+    def _ended(self, trials: list, trial: Any, status: str) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        # Ray's snapshot lags the trials' real states by up to a snapshot period.
+        live = {t.trial_id: t.status for t in trials} | {trial.trial_id: status}
+        try:
+            refresh(
+                self.paths, "running", self.progress.stage, self.progress.seconds_left(),
+                {self.experiment: live},
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the report must never stop the study
+            log.warning("the live report could not be rebuilt: %s", exc)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, "TERMINATED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, "ERROR")
