@@ -351,6 +351,8 @@ class Report:
                 )
         if not adversarial:
             return "<p>No adversarial trials.</p>"
+        if not self.evals["trial_id"].isin(adversarial).any():
+            return "<p>No adversarial trial has been evaluated yet.</p>"
         text = (
             "<p class='note'>Adversarial trials only (not the source-only or control arms, "
             "whose D trains unopposed). Flagged: vanilla-GAN trials whose main D loss left the "

@@ -46,6 +46,16 @@ def tiny_cfg() -> TrainConfig:
     return tiny_config()
 
 
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """A failed ``in`` or ``==`` on a report (megabytes: plotly.js is embedded) would make pytest
+    diff the two texts for a very long time; say what was compared instead."""
+    texts = [v for v in (left, right) if isinstance(v, str)]
+    if texts and max(len(v) for v in texts) > 100_000:
+        shown = [v if len(v) <= 300 else f"<a text of {len(v)} characters>" for v in texts]
+        return [f"{shown[0]!r} {op} {shown[-1]!r}: failed (no diff of texts this long)"]
+    return None
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as handle:

@@ -104,6 +104,30 @@ def run_study(spec_path: Path, results: Path, *extra: str, timeout: int = 600):
     )  # fmt: skip
 
 
+def start_study(
+    spec_path: Path, results: Path, tag: str, *extra: str, **popen
+) -> subprocess.Popen:
+    """The study command in the background, every process it starts carrying ``tag`` (stop
+    them with ``kill_tagged``); stdout is dropped and stderr kept unless ``popen`` says."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True,
+               "cwd": spec_path.parent, **popen}  # fmt: skip
+    return subprocess.Popen(
+        study_command(spec_path, results, *extra), env=tagged_env(tag), **options
+    )
+
+
+def wait_for(condition, timeout: float = 300, what: str = "the moment") -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} never came")
+
+
 TAG_VARIABLE = "ADAPTSEG_TEST_TAG"
 
 

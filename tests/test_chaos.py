@@ -9,19 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_helpers import (
-    kill_tagged,
-    run_study,
-    study_command,
-    tagged_env,
-    tiny_spec,
-    write_spec,
-)
+from study_helpers import kill_tagged, run_study, start_study, tiny_spec, wait_for, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 STEPS = 24
@@ -49,15 +41,6 @@ def kill_hard(driver: subprocess.Popen, tag: str) -> None:
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     kill_tagged(tag)
-
-
-def wait_for(condition, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("the moment to kill never came")
 
 
 def _last_step(result: Path) -> int:
@@ -110,13 +93,12 @@ def test_kill_9_three_times_loses_nothing_and_changes_nothing(tmp_path, bench): 
     kills = 0
     for index, moment in enumerate(moments):
         tag = f"chaos-deterministic-{os.getpid()}-{index}"
-        driver = subprocess.Popen(
-            study_command(chaos_dir / "study.yaml", chaos_dir / "results"), env=tagged_env(tag),
-            cwd=chaos_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        driver = start_study(
+            chaos_dir / "study.yaml", chaos_dir / "results", tag, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
         try:
-            wait_for(lambda m=moment, d=driver: m() or d.poll() is not None)
+            wait_for(lambda m=moment, d=driver: m() or d.poll() is not None, what="the kill")
         finally:
             if driver.poll() is None:
                 kill_hard(driver, tag)

@@ -11,7 +11,15 @@ import sys
 import time
 
 import pytest
-from study_helpers import kill_tagged, study_command, tagged_env, tiny_spec, write_spec
+from study_helpers import (
+    kill_tagged,
+    start_study,
+    study_command,
+    tagged_env,
+    tiny_spec,
+    wait_for,
+    write_spec,
+)
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 from study.lock import LOCK_FILE, STALE_S, StudyLock, StudyLocked
@@ -77,15 +85,9 @@ def test_a_second_driver_on_the_same_study_exits_2_naming_the_first(tmp_path, be
     spec_path = write_spec(tmp_path, tiny_spec(bench))
     results, root = tmp_path / "results", tmp_path / "results" / "tiny"
     tags = [f"lock-{os.getpid()}-{time.time_ns()}-{i}" for i in range(2)]
-    first = subprocess.Popen(
-        study_command(spec_path, results), env=tagged_env(tags[0]), cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    first = start_study(spec_path, results, tags[0])
     try:
-        deadline = time.time() + 120
-        while not (root / LOCK_FILE).exists() and time.time() < deadline:
-            time.sleep(0.05)
-        assert (root / LOCK_FILE).exists()
+        wait_for(lambda: (root / LOCK_FILE).exists(), timeout=120, what="the first driver's lock")
         second = subprocess.run(
             study_command(spec_path, results), env=tagged_env(tags[1]), cwd=tmp_path,
             capture_output=True, text=True, timeout=120,

@@ -19,9 +19,10 @@ from study_helpers import (
     kill_tagged,
     ray_env,
     run_study,
+    start_study,
     study_command,
-    tagged_env,
     tiny_spec,
+    wait_for,
     write_spec,
 )
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
@@ -149,15 +150,6 @@ def test_the_dry_run_says_a_study_without_finished_trials_starts_over(tmp_path, 
     assert paths.root.is_dir() and not list(paths.root.parent.glob("tiny.old-*"))  # dry: no move
 
 
-def _wait(condition, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("the moment never came")
-
-
 def _terminated(experiment: Path) -> int:
     from study.export import experiment_trials
 
@@ -169,13 +161,12 @@ def test_resume_with_other_resources_runs_only_what_is_unfinished(tmp_path, benc
     spec_path = write_spec(tmp_path, tiny_spec(bench))
     results, root = tmp_path / "results", tmp_path / "results" / "tiny"
     tag = f"preflight-{os.getpid()}-{time.time_ns()}"
-    driver = subprocess.Popen(
-        study_command(spec_path, results), env=tagged_env(tag), cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    driver = start_study(spec_path, results, tag)
     try:
         # The first arm's search finished and exported; the second arm's is under way.
-        _wait(lambda: (root / "ray" / "search-single_level").is_dir() or driver.poll() is not None)
+        wait_for(
+            lambda: (root / "ray" / "search-single_level").is_dir() or driver.poll() is not None
+        )
         driver.send_signal(signal.SIGINT)
         _, err = driver.communicate(timeout=300)
     finally:
