@@ -488,6 +488,10 @@ def run_study(
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Ray Tune's new output engine prints its boxes and hints even at verbose=0; the legacy
+        # reporter at verbose=0 prints nothing.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version..."
     start_ray(spec, address, node_ip)
     install_sigterm()
     try:

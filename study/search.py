@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import optuna
@@ -67,7 +68,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
         # optuna-dashboard and Optuna's plots then say what the value is, not "Objective 0".
-        self._ot_study.set_metric_names([METRIC_NAME])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use since
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names([METRIC_NAME])
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
