@@ -113,6 +113,34 @@ def _checkpoint_dirs(folder: Path) -> list[Path]:
     return sorted(found, key=lambda d: d.name)
 
 
+def _checkpoint_manager(runtime: dict) -> object | None:
+    """The trial's checkpoint manager as Ray pickled it into the snapshot (Ray 2.60's layout:
+    a cloudpickle fallback; its ``_latest_checkpoint_result`` is what a restore resumes from)."""
+    import ray.cloudpickle as cloudpickle
+
+    blob = runtime.get("checkpoint_manager")
+    if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
+        return None
+    return cloudpickle.loads(bytes.fromhex(blob["value"]))
+
+
+def resume_checkpoints(experiment: Path) -> dict[str, str | None]:
+    """Trial id -> the checkpoint folder a restore of ``experiment`` resumes the trial from
+    (None: from the start), by its newest snapshot. The checkpoint manager can lag the trial's
+    last reported result, so that result's ``checkpoint_dir_name`` is not the answer."""
+    names = sessions(experiment)
+    if not names:
+        return {}
+    state = json.loads((experiment / SNAPSHOT.format(names[0])).read_text())
+    out: dict[str, str | None] = {}
+    for entry in state["trial_data"]:
+        trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+        manager = _checkpoint_manager(runtime)
+        latest = getattr(manager, "_latest_checkpoint_result", None)
+        out[trial["trial_id"]] = latest.checkpoint.path if latest and latest.checkpoint else None
+    return out
+
+
 def repair_checkpoint_references(experiment: Path) -> list[str]:
     """Point every trial of the newest snapshot at a checkpoint that still exists.
 
@@ -135,10 +163,10 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
     changed = []
     for entry in state["trial_data"]:
         trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-        blob = runtime.get("checkpoint_manager")
-        if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
+        manager = _checkpoint_manager(runtime)
+        if manager is None:
             continue
-        manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
+        blob = runtime["checkpoint_manager"]
         latest = manager._latest_checkpoint_result
         if latest is None or latest.checkpoint is None or Path(latest.checkpoint.path).exists():
             continue

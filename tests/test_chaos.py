@@ -53,24 +53,31 @@ def _last_step(result: Path) -> int:
 
 def resumable_inside_a_trial(root: Path, experiment_glob: str) -> bool:
     """True once a kill -9 is sure to land inside a trial that resumes past its first
-    checkpoint: Ray's newest experiment snapshot records a running trial with a checkpoint at
-    step 8 or later (Ray resumes from the snapshot, not from what the trial folder holds), and
-    the trial has not reached its last step. Progress, not time: it holds on any machine."""
+    checkpoint: Ray's newest experiment snapshot records a running trial whose checkpoint to
+    resume from is its second or later (step 8 or later; Ray resumes from the snapshot's
+    checkpoint manager, not from what the trial folder holds, and the manager can lag the last
+    result), and the trial has not reached its last step. Progress, not time."""
+    from study.reconcile import resume_checkpoints
+
     for experiment in (root / "ray").glob(experiment_glob):
         snapshots = sorted(experiment.glob("experiment_state-*.json"))
         if not snapshots:
             continue
         try:
             trials = json.loads(snapshots[-1].read_text())["trial_data"]
-        except (OSError, ValueError, KeyError):
+            resume = resume_checkpoints(experiment)
+        except (OSError, ValueError, KeyError, EOFError):
             continue  # being written: look again
         for entry in trials:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-            last = runtime.get("last_result") or {}
-            if trial.get("status") != "RUNNING" or not last.get("checkpoint_dir_name"):
+            trial = json.loads(entry[0])
+            checkpoint = resume.get(trial["trial_id"])
+            if trial.get("status") != "RUNNING" or checkpoint is None:
                 continue
             folder = experiment / trial.get("relative_logdir", "")
-            if 8 <= int(last.get("step", 0)) and _last_step(folder / "result.json") < STEPS:
+            if (
+                Path(checkpoint).name >= "checkpoint_000001"
+                and _last_step(folder / "result.json") < STEPS
+            ):
                 return True
     return False
 

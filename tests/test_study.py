@@ -391,14 +391,15 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path, ben
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=300)
     assert driver.returncode == 130, err[-3000:]
-    # Truncate the checkpoint Ray will resume from: the one its newest snapshot names (a newer
-    # folder may exist, written after the snapshot; Ray would not read it).
-    snapshot = sorted(experiment.glob("experiment_state-*.json"))[-1]
-    (entry,) = json.loads(snapshot.read_text())["trial_data"]
-    trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-    named = runtime["last_result"]["checkpoint_dir_name"]
-    kept = sorted((experiment / trial["relative_logdir"]).glob("checkpoint_*/trainer.pt"))
-    *older, newest = [path for path in kept if path.parent.name <= named]
+    # Truncate the checkpoint Ray will resume from: the one its newest snapshot's checkpoint
+    # manager records (a newer folder may exist, written after it; Ray would not read it).
+    from study.reconcile import resume_checkpoints
+
+    (named,) = resume_checkpoints(experiment).values()
+    assert named is not None, "interrupted before Ray recorded a checkpoint"
+    kept = sorted(Path(named).parent.glob("checkpoint_*/trainer.pt"))
+    *older, newest = [path for path in kept if path.parent.name <= Path(named).name]
+    assert older, "Ray kept no checkpoint before the one it resumes from"
     newest.write_bytes(newest.read_bytes()[:100])
     previous_step = load_state(older[-1])["step"]
     resumed = run_study(spec_path, results)
