@@ -78,17 +78,14 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
 
-def _mean_records(records: list[dict[str, float]]) -> dict[str, float]:
-    keys = records[0].keys()
-    return {k: sum(r[k] for r in records) / len(records) for k in keys}
-
-
 def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[dict[str, Any]]:
     """Train (resuming from ``out``) and yield every record written to the metrics log."""
     from tqdm import tqdm
 
+    from adaptseg import loop
     from adaptseg.checkpoint import CheckpointError, load_latest, save_checkpoint
     from adaptseg.data.build import build_datasets
+    from adaptseg.loop import Ended, Evaluated, Logged
     from adaptseg.trainer import Trainer
 
     data = data if data is not None else build_datasets(cfg)
@@ -114,37 +111,31 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=True))
     metrics = MetricsLog(out / "metrics.jsonl")
     _trim_log(metrics.path, trainer.step_count)
-    window: list[dict[str, float]] = []
     bar = tqdm(total=cfg.num_steps, initial=trainer.step_count, unit="it", dynamic_ncols=True)
     with DeferredInterrupts("saving a checkpoint after the current step") as interrupts:
         try:
-            while trainer.step_count < cfg.num_steps:
-                window.append(trainer.step())
-                step = trainer.step_count
-                if step % cfg.log_every == 0 or step == cfg.num_steps:
-                    record = {"step": step, "kind": "train", **_mean_records(window)}
-                    record["compute_seconds"] = trainer.compute_seconds
-                    window.clear()
-                    metrics.write(record)
-                    bar.set_postfix(
-                        {k.removeprefix("loss_"): f"{v:.3f}" for k, v in record.items()
-                         if k.startswith("loss_")}, refresh=False,
-                    )  # fmt: skip
-                    yield record
-                if step % cfg.eval_every == 0 or step == cfg.num_steps:
-                    record = {"step": step, "kind": "eval", "split": cfg.eval_split}
-                    record.update(trainer.evaluate())
-                    metrics.write(record)
-                    bar.write(f"step {step}: {cfg.eval_split} miou {record['miou']:.4f}")
-                    yield record
-                saved = step % cfg.checkpoint_every == 0 or step == cfg.num_steps
-                if saved:
-                    save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
-                bar.update(1)
-                if interrupts.requested is not None and step < cfg.num_steps:
-                    if not saved:
+            for event in loop.events(trainer, cfg.log_every, cfg.eval_every, cfg.eval_split):
+                if isinstance(event, Ended):
+                    raise event.error
+                if isinstance(event, Logged):
+                    record = {"step": event.step, "kind": "train", **event.losses,
+                              "compute_seconds": event.compute_seconds}  # fmt: skip
+                    bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}"
+                                     for k, v in event.losses.items()}, refresh=False)  # fmt: skip
+                elif isinstance(event, Evaluated):
+                    record = {"step": event.step, "kind": "eval", "split": event.split,
+                              **event.metrics}  # fmt: skip
+                    bar.write(f"step {event.step}: {event.split} miou {record['miou']:.4f}")
+                else:
+                    saved = event.step % cfg.checkpoint_every == 0 or event.last
+                    if saved or (interrupts.requested is not None and not event.last):
                         save_checkpoint(trainer.state_dict(), checkpoints, cfg.keep_checkpoints)
-                    interrupts.check()
+                    bar.update(1)
+                    if not event.last:
+                        interrupts.check()
+                    continue
+                metrics.write(record)
+                yield record
         finally:
             bar.close()
 

@@ -22,8 +22,15 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from adaptseg.fileio import atomic_write_text
-from study.export import experiment_trials
+from study.diskspace import (
+    NoSpace,
+    caused_by_no_space,
+    disk_full,
+    error_says_no_space,
+    quiet_no_space_logs,
+)
 from study.live import LiveReport, refresh
+from study.optuna_db import ensure as ensure_optuna_db
 from study.outcomes import effective_status, last_error_line, load_errored, update_errored
 from study.plan import (
     Interrupted,
@@ -40,11 +47,12 @@ from study.plan import (
 from study.preflight import check_resources, cluster_nodes
 from study.provenance import write_provenance
 from study.reconcile import (
-    reconcile_search,
     repair_checkpoint_references,
     repair_snapshots,
     sessions,
 )
+from study.records import experiment_trials
+from study.rows import Split, ends_badly
 from study.search import make_search
 from study.selection import (
     TrialRecord,
@@ -70,6 +78,7 @@ def start_ray(spec: StudySpec, address: str | None, node_ip: str | None) -> None
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for name in ("ray.tune", "ray.tune.tune"):
         logging.getLogger(name).addFilter(WithoutRayResumeHint())
+    quiet_no_space_logs()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if node_ip:
         kwargs["_node_ip_address"] = node_ip
@@ -105,6 +114,34 @@ class ErroredTrials(tune.Callback):
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         update_errored(Path(self.study_dir), self.experiment, trial.trial_id, None)
+
+
+class DiskWatch(tune.Callback):
+    """Stops the run (as Ctrl-C does) when a trial fails for lack of space or the study's disk
+    is full; ``full`` then tells the driver why the run stopped."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.full = folder, False
+
+    def _stop(self) -> None:
+        if not self.full:
+            self.full = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def _check(self, trial: Any) -> None:
+        if error_says_no_space(getattr(trial, "error_file", None)) or disk_full(self.folder):
+            self._stop()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:  # fmt: skip
+        if disk_full(self.folder):
+            self._stop()
 
 
 def steps_left(planned: int, finished: int, running: dict[str, int], max_steps: int) -> int:
@@ -197,11 +234,11 @@ class Progress(tune.Callback):
         result = trial.last_result or {}
         step, miou = result.get("step"), result.get("miou")
         score = f"{miou:.4f}" if isinstance(miou, int | float) else "none"
-        if result.get("status") in ("diverged", "errored"):
+        if ends_badly(result):
             how = f"{result['status']} at step {step}"
         elif isinstance(step, int) and step < self.max_steps:
             how = f"stopped early at step {step}, select mIoU {score}"
-        elif result.get("split") == "report":
+        elif result.get("split") == Split.REPORT:
             how = f"finished, report mIoU {score} ({result.get('model')})"
         else:
             how = f"finished at step {step}, select mIoU {score}"
@@ -244,8 +281,9 @@ def _trainable(spec: StudySpec, gpus: float) -> Any:
 
 
 def _run_config(
-    spec: StudySpec, paths: StudyPaths, name: str, progress: Progress, verbose: bool
-) -> tune.RunConfig:
+    spec: StudySpec, paths: StudyPaths, name: str, progress: Progress, verbose: bool,
+    watch: DiskWatch | None,
+) -> tune.RunConfig:  # fmt: skip
     """Ray Tune's own status tables only with ``--verbose``: the driver's lines say it all."""
     return tune.RunConfig(
         name=name,
@@ -256,6 +294,7 @@ def _run_config(
             ErroredTrials(str(paths.root), name),
             progress,
             LiveReport(paths, name, progress),
+            *([watch] if watch is not None else []),
         ],
         verbose=2 if verbose else 0,
     )
@@ -293,8 +332,9 @@ def _fit(
 
 
 def run_search(
-    spec: StudySpec, paths: StudyPaths, arm: str, gpus: float, verbose: bool = False
-) -> list[TrialRecord]:
+    spec: StudySpec, paths: StudyPaths, arm: str, gpus: float, verbose: bool = False,
+    watch: DiskWatch | None = None,
+) -> list[TrialRecord]:  # fmt: skip
     """The arm's search: its experiments restored (unfinished trials go on), then, when the
     spec asks for more samples than they hold (a grown study), one more experiment for the
     rest, on the same Optuna study (its history is kept)."""
@@ -323,7 +363,7 @@ def run_search(
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name, progress, verbose),
+            run_config=_run_config(spec, paths, name, progress, verbose, watch),
         )
 
     progress = Progress(f"search {arm}", spec.search.num_samples, cfg.num_steps)
@@ -343,13 +383,11 @@ def run_search(
             records += _fit(paths, name, trainable, lambda n=name, k=samples: new(n, k))
         return records
     finally:
-        if paths.storage is None and names:
-            changed = reconcile_search(
-                paths.root, [experiments / n for n in names], paths.optuna_url,
-                f"{spec.name}-{arm}", cfg.num_steps,
-            )  # fmt: skip
-            if changed:
-                log.info("search %s: %d Optuna trial(s) brought in line with Ray", arm, changed)
+        # After a finished or interrupted stage only: a crash (a full disk) leaves Ray's
+        # records unwritten, and the rerun reconciles from them once they are.
+        ended = sys.exc_info()[0] in (None, Interrupted) and not (watch and watch.full)
+        if names and ended:
+            ensure_optuna_db(paths, spec)
 
 
 def confirm_plan(
@@ -399,8 +437,9 @@ def write_best_configs(spec: StudySpec, paths: StudyPaths, cases: list[dict]) ->
 
 
 def run_confirm(
-    spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float, verbose: bool = False
-) -> list[TrialRecord]:
+    spec: StudySpec, paths: StudyPaths, cases: list[dict], gpus: float, verbose: bool = False,
+    watch: DiskWatch | None = None,
+) -> list[TrialRecord]:  # fmt: skip
     """The confirm cases as grids. Every confirm experiment that exists is restored first; the
     cases still missing then run in a further one (``confirm-2``, ``confirm-3`` ...): after a
     kill -9 just after Tune created a grid (it can restore with fewer trials than planned, one
@@ -418,7 +457,7 @@ def run_confirm(
                 max_concurrent_trials=spec.resources.max_concurrent_trials,
                 reuse_actors=True,
             ),
-            run_config=_run_config(spec, paths, name, progress, verbose),
+            run_config=_run_config(spec, paths, name, progress, verbose, watch),
         )
 
     steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
@@ -499,35 +538,52 @@ def run_study(
         paths.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=False))
         write_provenance(paths.provenance)
-        searches = {}
-        arms = list(spec.arms)
-        stage = f"search {arms[0]}"
+        if note := ensure_optuna_db(paths, spec):
+            print(note, file=sys.stderr)
+        watch = DiskWatch(paths.root)
         try:
-            for index, arm in enumerate(arms):
-                stage = f"search {arm}"
-                searches[arm] = run_search(spec, paths, arm, gpus, verbose)
-                following = arms[index + 1] if index + 1 < len(arms) else None
-                export_tables(paths, stage=f"search {following}" if following else "confirm")
-            stage = "confirm"
-            cases = confirm_plan(spec, paths, searches)
-            write_best_configs(spec, paths, cases)
-            confirm = run_confirm(spec, paths, cases, gpus, verbose) if cases else []
-        except Interrupted:
-            try:
-                export_tables(paths, "interrupted", stage)
-            except Exception as exc:  # noqa: BLE001 - the interruption is what to report
-                log.warning("the report could not be rebuilt: %s", exc)
+            return _run_stages(spec, paths, gpus, verbose, watch)
+        except Exception as exc:
+            if watch.full or caused_by_no_space(exc) or disk_full(paths.root):
+                raise NoSpace(paths.root) from None
             raise
-        done = not missing_cases(cases, confirm)
-        export_tables(paths, "complete" if done else "incomplete")
-        check_confirm_complete(confirm, cases)
-        summary: dict[str, Any] = {"arms": summarise(confirm, cases), "comparisons": []}
-        if paths.storage is None:
-            from reports.report import Report
-
-            log.info("report: %s", paths.root / "report.html")
-            summary["comparisons"] = Report(paths.root).summary_pairs()
-        atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        return summary
     finally:
         ray.shutdown()
+
+
+def _run_stages(
+    spec: StudySpec, paths: StudyPaths, gpus: float, verbose: bool, watch: DiskWatch
+) -> dict[str, Any]:
+    """Each arm's search, then the confirm stage; the tables and report after each."""
+    searches = {}
+    arms = list(spec.arms)
+    stage = f"search {arms[0]}"
+    try:
+        for index, arm in enumerate(arms):
+            stage = f"search {arm}"
+            searches[arm] = run_search(spec, paths, arm, gpus, verbose, watch)
+            following = arms[index + 1] if index + 1 < len(arms) else None
+            export_tables(paths, stage=f"search {following}" if following else "confirm")
+        stage = "confirm"
+        cases = confirm_plan(spec, paths, searches)
+        write_best_configs(spec, paths, cases)
+        confirm = run_confirm(spec, paths, cases, gpus, verbose, watch) if cases else []
+    except Interrupted:
+        if watch.full or disk_full(paths.root):
+            raise  # nothing more is written to a full disk
+        try:
+            export_tables(paths, "interrupted", stage)
+        except Exception as exc:  # noqa: BLE001 - the interruption is what to report
+            log.warning("the report could not be rebuilt: %s", exc)
+        raise
+    done = not missing_cases(cases, confirm)
+    export_tables(paths, "complete" if done else "incomplete")
+    check_confirm_complete(confirm, cases)
+    summary: dict[str, Any] = {"arms": summarise(confirm, cases), "comparisons": []}
+    if paths.storage is None:
+        from reports.report import Report
+
+        log.info("report: %s", paths.root / "report.html")
+        summary["comparisons"] = Report(paths.root).summary_pairs()
+    atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -10,7 +10,6 @@ keeps its type and tables from different runs concatenate. Files are written ato
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import sys
@@ -23,54 +22,29 @@ import yaml
 
 from adaptseg.data.labels import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
-from study.outcomes import effective_status, last_error_line, load_errored
+from study.outcomes import load_errored
 from study.plan import current_cases
+from study.records import as_int, experiment_trials, read_rows, trial_status, trial_steps
+from study.rows import (
+    ARM_FIELDS,
+    CLASS_FIELDS,
+    COMPARISON_FIELDS,
+    DEFAULT_NUM_STEPS,
+    EVAL_FIELDS,
+    TRIAL_FIELDS,
+    Model,
+    RowStatus,
+    Split,
+    TrialStatus,
+    ends_badly,
+    model_of,
+    select_rows,
+    split_of,
+)
 from study.selection import case_key, current_ranks
 
 SCHEMA_VERSION = "1"
 TABLES = ("trials", "evals", "class_iou", "arms", "comparisons")
-LOSSES = (
-    "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
-    "loss_d_main", "loss_d_aux",
-)  # fmt: skip
-EVAL_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()), ("experiment", pa.string()), ("arm", pa.string()),
-    ("stage", pa.string()), ("trial_id", pa.string()), ("seed", pa.int64()),
-    ("split", pa.string()), ("model", pa.string()), ("step", pa.int64()),
-    ("time_total_s", pa.float64()), ("compute_seconds", pa.float64()),
-    ("images_per_second", pa.float64()), ("lr", pa.float64()), ("lr_d", pa.float64()),
-    *[(loss, pa.float64()) for loss in LOSSES],
-    ("miou", pa.float64()), ("status", pa.string()),
-]  # fmt: skip
-CLASS_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()), ("arm", pa.string()), ("stage", pa.string()),
-    ("trial_id", pa.string()), ("seed", pa.int64()), ("step", pa.int64()),
-    ("split", pa.string()), ("model", pa.string()), ("class", pa.string()),
-    ("iou", pa.float64()),
-]  # fmt: skip
-TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()), ("experiment", pa.string()), ("arm", pa.string()),
-    ("stage", pa.string()), ("trial_id", pa.string()), ("seed", pa.int64()),
-    ("rank", pa.int64()), ("current", pa.bool_()), ("status", pa.string()),
-    ("error", pa.string()),
-    ("best_miou", pa.float64()), ("final_miou", pa.float64()), ("best_step", pa.int64()),
-    ("step_reached", pa.int64()), ("max_steps", pa.int64()),
-    ("report_miou_final", pa.float64()), ("report_miou_best_on_select", pa.float64()),
-    ("wall_seconds", pa.float64()), ("compute_seconds", pa.float64()),
-    ("peak_memory_gb", pa.float64()), ("device", pa.string()), ("amp_used", pa.string()),
-    ("repairs", pa.string()),
-    ("config", pa.string()), ("code_version", pa.string()),
-]  # fmt: skip
-ARM_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()), ("arm", pa.string()), ("order", pa.int64()), ("role", pa.string()),
-    ("multi_level", pa.bool_()), ("adapt_space", pa.string()), ("use_target", pa.bool_()),
-    ("num_steps", pa.int64()), ("searched", pa.string()), ("planned_search", pa.int64()),
-    ("planned_confirm", pa.int64()),
-]  # fmt: skip
-COMPARISON_FIELDS: list[tuple[str, pa.DataType]] = [
-    ("study", pa.string()), ("order", pa.int64()), ("arm", pa.string()),
-    ("baseline", pa.string()),
-]  # fmt: skip
 KIND_TYPES = {"uniform": pa.float64(), "log_uniform": pa.float64(), "int": pa.int64(),
               "categorical": pa.string()}  # fmt: skip
 
@@ -79,84 +53,6 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def read_rows(trial_dir: Path) -> list[dict[str, Any]]:
-    """The trial's reports, de-duplicated: the last restore segment wins for a report key."""
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    kept: dict[tuple, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a hard kill
-        key = (row.get("step"), row.get("split", "select"), row.get("model", "current"))
-        kept.pop(key, None)
-        kept[key] = row
-    return sorted(
-        kept.values(), key=lambda r: (r.get("step") or 0, r.get("training_iteration") or 0)
-    )
-
-
-def experiment_trials(
-    experiment: Path, errored: dict[str, str] | None = None, live: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """Trial records (id, status, config, folder, error) from the newest experiment snapshot;
-    ``errored`` (study/outcomes.py) overrides a stale RUNNING status of a trial Tune gave up on,
-    and ``live`` (trial id -> Ray status, from a running driver) one the snapshot has not
-    caught up with yet."""
-    errored, live = errored or {}, live or {}
-    state = None
-    for snapshot in sorted(glob.glob(str(experiment / "experiment_state-*.json")), reverse=True):
-        try:  # a kill -9 can leave the newest snapshot empty: take the newest readable one
-            state = json.loads(Path(snapshot).read_text())
-            break
-        except (OSError, json.JSONDecodeError):
-            continue
-    if state is None:
-        return []
-    trials = []
-    for trial_json, runtime_json in state.get("trial_data", []):
-        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
-        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
-        error = None
-        folder = experiment / trial.get("relative_logdir", "")
-        for name in (runtime.get("error_filename"), "error.txt"):
-            if name and (folder / name).is_file():
-                error = last_error_line(folder / name)
-                break
-        recorded = live.get(trial["trial_id"], trial["status"])
-        status = effective_status(recorded, trial["trial_id"], errored)
-        if status != recorded:  # Tune gave up on it after the snapshot
-            error = error or errored[trial["trial_id"]]
-        trials.append({
-            "trial_id": trial["trial_id"], "status": status,
-            "config": trial.get("config") or {}, "dir": folder, "error": error,
-        })  # fmt: skip
-    return trials
-
-
-def trial_steps(config: dict[str, Any], arm_steps: int) -> int:
-    """The steps a trial was to train: its own ``num_steps`` where the search sampled one."""
-    return _int(config.get("num_steps")) or arm_steps
-
-
-def trial_status(ray_status: str, rows: list[dict[str, Any]], max_steps: int) -> str:
-    """completed | early_stopped | diverged | errored | running."""
-    if rows and rows[-1].get("status") in ("diverged", "errored"):
-        return rows[-1]["status"]  # reported by the trial itself (NaN loss, CUDA OOM)
-    if ray_status == "ERROR":
-        return "errored"
-    if ray_status != "TERMINATED":
-        return "running"
-    reached = max((r.get("step") or 0 for r in rows), default=0)
-    return "completed" if reached >= max_steps else "early_stopped"
 
 
 class Tables:
@@ -184,13 +80,13 @@ class Tables:
             config["rank"] = self.ranks.get(case_key(case))  # None: no longer planned
         arm, stage = config.get("arm"), config.get("stage", "search")
         max_steps = trial_steps(config, max_steps)
-        seed = _int(rows[0].get("seed")) if rows else _int(config.get("seed"))
+        seed = as_int(rows[0].get("seed")) if rows else as_int(config.get("seed"))
         base = {"study": self.study, "arm": arm, "stage": stage, "trial_id": trial["trial_id"],
                 "seed": seed}  # fmt: skip
         for row in rows:
-            split, model = row.get("split", "select"), row.get("model", "current")
+            split, model = split_of(row), model_of(row)
             record = {**base, "experiment": experiment, "split": split, "model": model,
-                      "step": _int(row.get("step")), "status": row.get("status", "ok"),
+                      "step": as_int(row.get("step")), "status": row.get("status", RowStatus.OK),
                       "time_total_s": _finite(row.get("time_total_s"))}  # fmt: skip
             for name, kind in EVAL_FIELDS:
                 if kind == pa.float64() and name not in record:
@@ -204,30 +100,31 @@ class Tables:
         self.trials.append(self._trial_row(experiment, trial, base, config, rows, max_steps))
 
     def _trial_row(self, experiment, trial, base, config, rows, max_steps) -> dict:
-        select = [r for r in rows if r.get("split", "select") == "select"]
+        select = select_rows(rows)
         mious = [(_finite(r.get("miou")), r.get("step")) for r in select]
         mious = [(m, s) for m, s in mious if m is not None]
         best = max(mious, default=(None, None))
         report = {
-            r.get("model"): _finite(r.get("miou")) for r in rows if r.get("split") == "report"
+            r.get("model"): _finite(r.get("miou")) for r in rows if split_of(r) == Split.REPORT
         }
         last = rows[-1] if rows else {}
-        reported = last.get("error") if last.get("status") in ("diverged", "errored") else None
+        reported = last.get("error") if ends_badly(last) else None
         status = trial_status(trial["status"], rows, max_steps)
         # An error file of an earlier attempt stays in the folder; it is the trial's error only
         # while the trial still ends in error.
-        error = (trial["error"] or reported) if status in ("errored", "diverged") else None
-        rank = _int(config.get("rank"))
+        failed = status in (TrialStatus.ERRORED, TrialStatus.DIVERGED)
+        error = (trial["error"] or reported) if failed else None
+        rank = as_int(config.get("rank"))
         out = {
             **base, "experiment": experiment, "rank": rank,
             # A confirm trial of an earlier plan generation (a grown study) is not current.
             "current": base["stage"] != "confirm" or rank is not None,
             "status": status, "error": error,
-            "best_miou": best[0], "best_step": _int(best[1]),
+            "best_miou": best[0], "best_step": as_int(best[1]),
             "final_miou": mious[-1][0] if mious else None,
-            "step_reached": max((_int(r.get("step")) or 0 for r in rows), default=0),
-            "max_steps": max_steps, "report_miou_final": report.get("final"),
-            "report_miou_best_on_select": report.get("best_on_select"),
+            "step_reached": max((as_int(r.get("step")) or 0 for r in rows), default=0),
+            "max_steps": max_steps, "report_miou_final": report.get(Model.FINAL),
+            "report_miou_best_on_select": report.get(Model.BEST_ON_SELECT),
             "wall_seconds": _finite(last.get("time_total_s")),
             "compute_seconds": _finite(last.get("compute_seconds")),
             "peak_memory_gb": max(
@@ -319,7 +216,7 @@ def export(
         "class_iou": len(tables.classes),
         "arms": len(arms),
         "comparisons": len(pairs),
-        "errored": sum(row["status"] == "errored" for row in tables.trials),
+        "errored": sum(row["status"] == TrialStatus.ERRORED for row in tables.trials),
     }
 
 
@@ -343,7 +240,7 @@ def arm_tables(raw: dict[str, Any]) -> tuple[list[dict], list[dict]]:
 
 def _arm_steps(spec: dict, arm: str) -> int:
     values = {**spec.get("train", {}), **spec["arms"][arm]}
-    return int(values.get("num_steps", 150000))
+    return int(values.get("num_steps", DEFAULT_NUM_STEPS))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +263,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tables = ", ".join(f"{name}.parquet {counts[name]} rows" for name in TABLES)
     print(f"wrote {out}: {tables} ({counts['errored']} errored trials)")
+    if note := rebuild_optuna_db(args.study_dir):
+        print(note)
     return 0
+
+
+def rebuild_optuna_db(study_dir: Path) -> str | None:
+    """The Optuna database rebuilt from Ray's records when it does not hold what they say (only
+    in a study folder this user can write and no driver runs, whose searcher owns the database
+    while it runs; a study this version cannot validate is left as is)."""
+    import os
+
+    from study.lock import StudyLock
+    from study.optuna_db import ensure
+    from study.plan import StudyPaths
+    from study.spec import StudySpec
+
+    if not os.access(study_dir, os.W_OK) or StudyLock(study_dir).live_holder() is not None:
+        return None
+    try:
+        spec = StudySpec.model_validate(yaml.safe_load((study_dir / "study.yaml").read_text()))
+    except (ValueError, TypeError):
+        return None
+    return ensure(StudyPaths(study_dir.resolve(), spec.storage), spec)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
-"""Keep Ray Tune's records and the Optuna database in agreement across kills.
-
-Two repairs, both run by the driver:
+"""Repairs of Ray Tune's own records after a kill, run by the driver before a restore.
 
 * ``repair_snapshots`` before an experiment is restored. Ray Tune writes its experiment snapshot
   (``experiment_state-<session>.json``) without a temporary file, then the searcher's state; a
   kill -9 between or during those writes leaves a snapshot that is cut off or ahead of its
   searcher. Such a session's files are moved into ``.discarded/`` and Ray resumes from the
   session before it (redoing a little more work, losing none of what the older record holds).
-* ``reconcile_search`` after every search stage (finished or interrupted): each Optuna trial is
-  brought to the state its Ray trial has in the tables (completed -> COMPLETE with its final
-  mIoU, early_stopped -> PRUNED, diverged or errored -> FAIL, running -> RUNNING), and an Optuna
-  trial no Ray trial stands for is FAIL with the attribute ``orphan``. Ray's record wins, as
-  the tables are built from it.
+
+* ``repair_checkpoint_references``: a snapshot older than a trial's last checkpoints can name
+  one Ray has since deleted; the trial is pointed at the newest one its folder holds.
+
+The Optuna database is derived from these records (``study.optuna_db``).
 """
 
 from __future__ import annotations
@@ -21,13 +19,7 @@ import logging
 import pickle
 from pathlib import Path
 
-import optuna
-from optuna.trial import TrialState
-
 from adaptseg.fileio import atomic_write_text
-from study.export import experiment_trials, read_rows, trial_status, trial_steps
-from study.outcomes import load_errored
-from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR, reopen
 
 log = logging.getLogger(__name__)
 SNAPSHOT = "experiment_state-{}.json"
@@ -36,13 +28,6 @@ SESSION_FILES = (
     "callback-states-{}.pkl",
 )  # fmt: skip
 DISCARDED = ".discarded"
-OPTUNA_STATE = {
-    "completed": TrialState.COMPLETE,
-    "early_stopped": TrialState.PRUNED,
-    "diverged": TrialState.FAIL,
-    "errored": TrialState.FAIL,
-    "running": TrialState.RUNNING,
-}
 
 
 def sessions(experiment: Path) -> list[str]:
@@ -192,59 +177,4 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
         )  # fmt: skip
     if changed:
         atomic_write_text(path, json.dumps(state))
-    return changed
-
-
-def expected_states(experiment: Path, errored: dict[str, str], max_steps: int) -> dict:
-    """Ray trial id -> (Optuna state, value) from the same record the tables are built from."""
-    out = {}
-    for trial in experiment_trials(experiment, errored):
-        rows = read_rows(trial["dir"])
-        status = trial_status(trial["status"], rows, trial_steps(trial["config"], max_steps))
-        select = [r for r in rows if r.get("split", "select") == "select"]
-        value = select[-1].get("miou") if select and status == "completed" else None
-        out[trial["trial_id"]] = (OPTUNA_STATE[status], value)
-    return out
-
-
-def reconcile_search(
-    study_dir: Path, experiments: list[Path], storage_url: str, study_name: str, max_steps: int
-) -> int:
-    """Bring the Optuna study of one arm in line with its Ray experiments; returns how many
-    Optuna trials changed."""
-    errored = load_errored(study_dir)
-    expected: dict = {}
-    for experiment in experiments:
-        expected.update(expected_states(experiment, errored.get(experiment.name, {}), max_steps))
-    storage = optuna.storages.RDBStorage(storage_url)
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return 0
-    changed = 0
-    for trial in storage.get_all_trials(study_id, deepcopy=False):
-        ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
-        orphan = bool(trial.user_attrs.get(ORPHAN_ATTR))
-        if ray_id is None and trial.state.is_finished():
-            continue  # made before trials carried their Ray id: nothing to compare with
-        if ray_id in expected and not orphan:
-            state, value = expected[ray_id]
-        else:
-            state, value = TrialState.FAIL, None
-        if trial.state == state and (state != TrialState.COMPLETE or trial.value == value):
-            if orphan or state != TrialState.FAIL or ray_id in expected:
-                continue
-        reopen(storage, trial._trial_id)  # attributes and states change only while RUNNING
-        if state == TrialState.FAIL and ray_id not in expected and not orphan:
-            storage.set_trial_user_attr(
-                trial._trial_id, ORPHAN_ATTR, "no Ray trial stands for it (a killed run)"
-            )
-        if state != TrialState.RUNNING:
-            values = [value] if state == TrialState.COMPLETE else None
-            storage.set_trial_state_values(trial._trial_id, state, values)
-        log.warning(
-            "Optuna trial %d (%s) was %s; Ray's record says %s", trial.number, ray_id,
-            trial.state.name, state.name,
-        )  # fmt: skip
-        changed += 1
     return changed

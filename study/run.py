@@ -8,7 +8,8 @@ confirm stage that re-runs each arm's top ``confirm.top_k`` configs on the ``con
 full budget. The study directory ``<results>/<name>/`` holds the resolved spec, the Optuna
 SQLite database, Ray Tune's experiments and the best config of each arm. Running the same
 command again resumes. Exit codes: 0 done, 1 incomplete (planned confirm trials missing or
-errored), 2 bad input, 130 interrupted (resumable).
+errored), 2 bad input or another driver running this study, 3 no space left on the study's
+disk (resumable once there is), 130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 
 from adaptseg.config import ConfigError, parse_size
 from adaptseg.data.errors import DataError
+from study.diskspace import EXIT_NO_SPACE, NoSpace, caused_by_no_space
 from study.lock import StudyLocked
 from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, spec_changes
 from study.spec import SpecError, StudySpec, arm_config, load_spec
@@ -96,7 +98,7 @@ class StartOver(Exception):
 
 def finished_trials(paths: StudyPaths) -> int:
     """Trials Ray Tune finished in the study's experiments (from its newest snapshots)."""
-    from study.export import experiment_trials
+    from study.records import experiment_trials
 
     experiments = Path(paths.experiments)
     if paths.storage is not None or not experiments.is_dir():
@@ -196,8 +198,10 @@ def complete(paths: StudyPaths) -> bool:
         return False
     import pyarrow.parquet as pq
 
+    from study.rows import TrialStatus
+
     statuses = pq.read_table(needed[2], columns=["status"]).column("status").to_pylist()
-    return "errored" not in statuses and "running" not in statuses
+    return TrialStatus.ERRORED not in statuses and TrialStatus.RUNNING not in statuses
 
 
 def finished_text(paths: StudyPaths) -> str:
@@ -289,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     except StudyIncomplete as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+    except NoSpace as exc:
+        print(exc.line(), file=sys.stderr)
+        return EXIT_NO_SPACE
+    except OSError as exc:  # a write of the driver itself, before Ray started or after it ended
+        if not caused_by_no_space(exc):
+            raise
+        print(NoSpace(args.results.absolute()).line(), file=sys.stderr)
+        return EXIT_NO_SPACE
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED

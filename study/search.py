@@ -118,22 +118,26 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore the snapshot's searcher, then make the database agree with it: every trial
-        Tune will run again (unfinished in the snapshot, or errored and retried) is RUNNING;
-        a RUNNING trial the snapshot never asked for is re-linked by its Ray trial id, or failed
-        when it has none. The study object is rebuilt so that no cached state predates this."""
+        """Restore the snapshot's searcher, then make the database agree with it. Each trial
+        the snapshot knows is found in the database by its Ray trial id (a rebuilt database
+        has other row ids than the pickled ones) and added again if the database lost it;
+        every trial Tune will run again (unfinished in the snapshot, or errored and retried) is
+        RUNNING; a RUNNING trial the snapshot never asked for is re-linked by its Ray trial id,
+        or failed when it has none. The study object is rebuilt so that no cached state
+        predates this."""
         super().restore(checkpoint_path)
         self.__dict__.setdefault("_errored", set())
         self._completed_trials -= self._errored
         self._errored = set()
-        for trial_id, trial in self._ot_trials.items():
-            if trial_id not in self._completed_trials and reopen(self._storage, trial._trial_id):
-                log.warning("trial %s goes on in Ray Tune: reopened its Optuna trial", trial_id)
-        known = {trial._trial_id for trial in self._ot_trials.values()}
         self._ot_study = optuna.load_study(
             study_name=self._study_name, storage=self._storage, sampler=self._sampler,
             pruner=optuna.pruners.NopPruner(),
         )  # fmt: skip
+        self._relink()
+        for trial_id, trial in self._ot_trials.items():
+            if trial_id not in self._completed_trials and reopen(self._storage, trial._trial_id):
+                log.warning("trial %s goes on in Ray Tune: reopened its Optuna trial", trial_id)
+        known = {trial._trial_id for trial in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen._trial_id in known:
                 continue
@@ -149,6 +153,32 @@ class PruneAwareOptunaSearch(OptunaSearch):
         for trial in self._ot_trials.values():
             trial.study, trial.storage = self._ot_study, self._ot_study._storage
             trial._cached_frozen_trial = trial.storage.get_trial(trial._trial_id)
+
+    def _relink(self) -> None:
+        """Point every pickled Optuna trial at the database row of its Ray trial id."""
+        trials = self._ot_study.get_trials(deepcopy=False)
+        rows = {t.user_attrs[RAY_TRIAL_ATTR]: t._trial_id for t in trials
+                if RAY_TRIAL_ATTR in t.user_attrs}  # fmt: skip
+        # Compatibility, removed in 0.2.0: databases of 0.1 development builds hold trials
+        # without a Ray trial id; the pickled row id is theirs.
+        unnamed = {t._trial_id for t in trials if RAY_TRIAL_ATTR not in t.user_attrs}
+        for trial_id, trial in list(self._ot_trials.items()):
+            row = rows.get(trial_id)
+            if row is None and trial._trial_id in unnamed:
+                row = trial._trial_id
+            if row is None:
+                frozen = getattr(trial, "_cached_frozen_trial", None)
+                params = dict(frozen.params) if frozen is not None else {}
+                self._ot_study.add_trial(
+                    optuna.trial.create_trial(
+                        state=TrialState.RUNNING, params=params,
+                        distributions={k: frozen.distributions[k] for k in params},
+                        user_attrs={RAY_TRIAL_ATTR: trial_id},
+                    )
+                )  # fmt: skip
+                row = self._ot_study.get_trials(deepcopy=False)[-1]._trial_id
+                log.warning("trial %s was missing from the Optuna database: added again", trial_id)
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, row)
 
 
 def make_sampler(spec: StudySpec, concurrent: bool) -> optuna.samplers.BaseSampler:

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from study.rows import select_rows
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -40,7 +42,7 @@ def pick_top(
     too few did, the others by their best mIoU. Errored and diverged trials never qualify."""
     ranked = []
     for record in records:
-        select = [r for r in record.rows if r.get("split", "select") == "select"]
+        select = select_rows(record.rows)
         mious = [r["miou"] for r in select if _finite(r.get("miou"))]
         if record.errored or not select or not mious or not _finite(select[-1].get("miou")):
             continue

@@ -2,7 +2,7 @@
 
 The trial config holds the arm, the stage, the seed and the sampled values; the study spec
 (passed with ``tune.with_parameters``) supplies the rest. After each evaluation the trial
-reports the metric keys of architecture.md plus ``step``, ``compute_seconds`` and
+reports the metric keys of ``study.rows`` plus ``step``, ``compute_seconds`` and
 ``images_per_second``; every ``checkpoint.every_evals`` evaluations it saves the trainer's
 complete state, and a restored trial continues at the step its checkpoint holds. A confirm
 trial ends by evaluating its final model and its best-on-select weights on the ``report``
@@ -24,16 +24,17 @@ import pyarrow.fs as pafs
 import torch
 from ray import tune
 
+from adaptseg import loop
 from adaptseg.checkpoint import CheckpointError, atomic_torch_save, load_state
 from adaptseg.config import FIELDS, TrainConfig
 from adaptseg.data.build import build_datasets
+from adaptseg.loop import Best, Ended, Evaluated, Logged
 from adaptseg.trainer import NonFiniteLossError, Trainer
+from study.rows import Model, RowStatus, Split
 from study.spec import StudySpec, arm_config
 
 CHECKPOINT_FILE = "trainer.pt"
 CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")
-STATUS_DIVERGED = "diverged"
-STATUS_ERRORED = "errored"
 log = logging.getLogger(__name__)
 
 
@@ -41,30 +42,6 @@ def trial_config(spec: StudySpec, config: dict[str, Any]) -> TrainConfig:
     """The trainer config of a trial: spec base + sampled values + arm settings + seed."""
     sampled = {k: v for k, v in config.items() if k in FIELDS and k != "seed"}
     return arm_config(spec, config["arm"], sampled, config.get("seed"))
-
-
-class _Window:
-    """Mean of each loss since the previous report, and source images per training second."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer, self.rows = trainer, []
-        self.seconds, self.steps = trainer.train_seconds, trainer.step_count
-
-    def add(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-
-    def flush(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key in {k for row in self.rows for k in row}:
-            values = [row[key] for row in self.rows if key in row]
-            out[key] = sum(values) / len(values)
-        cfg = self.trainer.cfg
-        seconds = self.trainer.train_seconds - self.seconds
-        images = (self.trainer.step_count - self.steps) * cfg.batch_size * cfg.iter_size
-        out["images_per_second"] = images / seconds if seconds > 0 else 0.0
-        self.rows = []
-        self.seconds, self.steps = self.trainer.train_seconds, self.trainer.step_count
-        return out
 
 
 def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
@@ -113,37 +90,37 @@ def restore_state(checkpoint: tune.Checkpoint) -> tuple[dict[str, Any], str | No
     )
 
 
-def _restore(trainer: Trainer) -> tuple[dict[str, Any], str | None]:
+def _restore(trainer: Trainer) -> tuple[Best, str | None]:
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return {"miou": -math.inf, "step": 0, "model": None}, None
+        return Best(), None
     state, repair = restore_state(checkpoint)
     trainer.load_state_dict(state)
-    return state["best"], repair
+    return Best.from_dict(state["best"]), repair
 
 
 def _report(
-    metrics: dict[str, Any], trainer: Trainer | None = None, best: dict | None = None
+    metrics: dict[str, Any], trainer: Trainer | None = None, best: Best | None = None
 ) -> None:
-    if trainer is None:
+    if trainer is None or best is None:
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
         state = trainer.state_dict()
-        state["best"] = best
+        state["best"] = best.to_dict()
         atomic_torch_save(state, Path(directory) / CHECKPOINT_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _final_report_split(trainer: Trainer, best: dict[str, Any], base: dict[str, Any]) -> None:
+def _final_report_split(trainer: Trainer, best: Best, base: dict[str, Any]) -> None:
     """Confirm stage: the final model and the best-on-select weights, on the report split."""
     final = trainer.evaluate("report")
-    tune.report({**base, **final, "split": "report", "model": "final"})
-    if best["model"] is not None:
-        trainer.model.load_state_dict(best["model"])
+    tune.report({**base, **final, "split": Split.REPORT, "model": Model.FINAL})
+    if best.model is not None:
+        trainer.model.load_state_dict(best.model)
     chosen = trainer.evaluate("report")
-    tune.report({**base, **chosen, "split": "report", "model": "best_on_select",
-                 "best_step": best["step"]})  # fmt: skip
+    tune.report({**base, **chosen, "split": Split.REPORT, "model": Model.BEST_ON_SELECT,
+                 "best_step": best.step})  # fmt: skip
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -160,13 +137,13 @@ def ending_row(
     raising: a retry would ask for the same memory or diverge the same way, and raising would
     burn Ray's retries."""
     # Its own (step, split, model) key: an evaluation reported at the same step stays.
-    row = {**base, "step": step, "split": "select", "miou": math.nan}
+    row = {**base, "step": step, "split": Split.SELECT, "miou": math.nan}
     if isinstance(exc, NonFiniteLossError):
-        return {**row, "model": STATUS_DIVERGED, "status": STATUS_DIVERGED, "error": str(exc),
-                **exc.losses}  # fmt: skip
+        return {**row, "model": RowStatus.DIVERGED, "status": RowStatus.DIVERGED,
+                "error": str(exc), **exc.losses}  # fmt: skip
     asked = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
     message = f"CUDA out of memory at step {step}: {asked}"
-    return {**row, "model": STATUS_ERRORED, "status": STATUS_ERRORED, "error": message}
+    return {**row, "model": RowStatus.ERRORED, "status": RowStatus.ERRORED, "error": message}
 
 
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -184,34 +161,27 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     data = build_datasets(cfg, eval_parts=parts)
     trainer = Trainer(cfg, data.source, data.target, data.eval_sets)
     best, repair = _restore(trainer)
-    window = _Window(trainer)
-    every = study.checkpoint.every_evals
-    minutes = study.checkpoint.every_minutes
+    every, minutes = study.checkpoint.every_evals, study.checkpoint.every_minutes
     last_save = trainer.compute_seconds
     # What this trial ran on and with (a study may span machines of several kinds).
     base = {"arm": config["arm"], "stage": stage, "seed": cfg.seed, "amp_used": trainer.amp,
             "device": trainer.capabilities.label}  # fmt: skip
     if repair is not None:  # reaches the driver's terminal and the trial's row, not only a log
         base["repair"] = repair
-    while trainer.step_count < cfg.num_steps:
-        try:
-            window.add(trainer.step())
-        except (NonFiniteLossError, torch.OutOfMemoryError) as exc:
-            tune.report(ending_row(exc, trainer.step_count, base))
+    window: dict[str, Any] = {}
+    for event in loop.events(trainer, cfg.eval_every, cfg.eval_every, Split.SELECT, best):
+        if isinstance(event, Ended):
+            tune.report(ending_row(event.error, event.step, base))
             return
-        step = trainer.step_count
-        if step % cfg.eval_every and step != cfg.num_steps:
+        if isinstance(event, Logged):
+            window = {**event.losses, "images_per_second": event.images_per_second}
+        if not isinstance(event, Evaluated):
             continue
-        metrics = trainer.evaluate("select")
-        if metrics["miou"] > best["miou"]:
-            weights = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-            best = {"miou": metrics["miou"], "step": step, "model": weights}
-        row = {**base, **window.flush(), **metrics, "step": step, "split": "select",
-               "compute_seconds": trainer.compute_seconds, "status": "ok",
+        row = {**base, **window, **event.metrics, "step": event.step, "split": Split.SELECT,
+               "compute_seconds": trainer.compute_seconds, "status": RowStatus.OK,
                "peak_memory_gb": peak_memory_gb(trainer.device)}  # fmt: skip
-        evaluations = step // cfg.eval_every
         overdue = minutes is not None and trainer.compute_seconds - last_save >= 60 * minutes
-        if evaluations % every == 0 or step == cfg.num_steps or overdue:
+        if (event.step // cfg.eval_every) % every == 0 or event.step == cfg.num_steps or overdue:
             _report(row, trainer, best)
             last_save = trainer.compute_seconds
         else:

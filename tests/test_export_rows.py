@@ -190,7 +190,7 @@ def test_every_evaluation_and_class_column(study):
         "time_total_s": 20.0, "compute_seconds": 18.0, "images_per_second": 5.0, "lr": 1e-3,
         "lr_d": 1e-4, "loss_seg_src_main": 0.5, "loss_seg_src_aux": None,
         "loss_adv_trg_main": None, "loss_adv_trg_aux": None, "loss_d_main": None,
-        "loss_d_aux": None, "miou": 0.35, "status": "ok",
+        "loss_d_aux": None, "miou": 0.35, "peak_memory_gb": 0.7, "status": "ok",
     }  # fmt: skip
     ending = next(e for e in evals if e["trial_id"] == "nan" and e["model"] == "diverged")
     assert (ending["status"], ending["miou"], ending["split"]) == ("diverged", None, "select")

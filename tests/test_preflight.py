@@ -151,7 +151,7 @@ def test_the_dry_run_says_a_study_without_finished_trials_starts_over(tmp_path, 
 
 
 def _terminated(experiment: Path) -> int:
-    from study.export import experiment_trials
+    from study.records import experiment_trials
 
     return sum(t["status"] == "TERMINATED" for t in experiment_trials(experiment))
 

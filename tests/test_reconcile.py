@@ -8,52 +8,82 @@ import optuna
 import pytest
 from fabricate import _write_experiment
 from optuna.trial import TrialState
+from study_helpers import tiny_spec
 
-from study.reconcile import reconcile_search, repair_snapshots, session_problem, sessions
-from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR
+from study import optuna_db
+from study.plan import StudyPaths
+from study.reconcile import repair_snapshots, session_problem, sessions
+from study.search import RAY_TRIAL_ATTR
+from study.spec import StudySpec
 
 
 def rows(steps, mious, **extra):
+    """Reports of a search trial (6 steps in ``tiny_spec``)."""
     return [{"step": s, "split": "select", "miou": m, "training_iteration": i + 1,
              "iterations_since_restore": i + 1, "status": "ok", **extra}
             for i, (s, m) in enumerate(zip(steps, mious))]  # fmt: skip
 
 
-def test_every_optuna_trial_ends_as_its_ray_trial_did(tmp_path):
-    experiment = tmp_path / "ray" / "search-a"
-    config = {"arm": "a", "stage": "search"}
+def test_the_optuna_database_is_rebuilt_to_hold_exactly_what_ray_records(tmp_path):
+    """A database that lags Ray's records (a kill -9 between the two writes, trials asked after
+    Ray's last snapshot) is rebuilt from them: one Optuna trial per Ray trial, in the state
+    the tables give it; trials no Ray trial stands for are gone, not marked."""
+    spec = StudySpec.model_validate(tiny_spec(tmp_path / "bench"))
+    paths = StudyPaths(tmp_path)
+    experiment = tmp_path / "ray" / "search-source_only"
+    config = {"arm": "source_only", "stage": "search"}
     _write_experiment(experiment, [
-        ("done", config, "TERMINATED", rows([2, 4], [0.1, 0.3])),     # completed
-        ("cut", config, "TERMINATED", rows([2], [0.2])),              # early_stopped
-        ("live", config, "RUNNING", rows([2], [0.2])),                # running
-        ("bad", config, "TERMINATED", rows([2], [float("nan")], status="diverged")),
+        ("done", {**config, "lr": 1e-3}, "TERMINATED", rows([2, 6], [0.1, 0.3])),  # completed
+        ("cut", {**config, "lr": 6e-4}, "TERMINATED", rows([2], [0.2])),  # early_stopped
+        ("live", {**config, "lr": 7e-4}, "RUNNING", rows([2], [0.2])),  # running
+        ("bad", {**config, "lr": 9e-4}, "TERMINATED",
+         rows([2], [float("nan")], status="diverged")),
     ])  # fmt: skip
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="s-a", storage=url, direction="maximize")
-    made = {}
+    study = optuna.create_study(
+        study_name="tiny-source_only", storage=paths.optuna_url, direction="maximize"
+    )
     for ray_id, state in [("done", None), ("cut", TrialState.COMPLETE), ("live", TrialState.PRUNED),
                           ("bad", None), ("gone", TrialState.COMPLETE), ("asked", None)]:  # fmt: skip
-        trial = study.ask()
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(5e-4, 2e-3, log=True)})
         trial.set_user_attr(RAY_TRIAL_ATTR, ray_id)
         if state is not None:
             study.tell(trial, 0.9 if state == TrialState.COMPLETE else None, state=state)
-        made[ray_id] = trial.number
     study.ask()  # asked before it could carry its Ray id, then the run was killed
-    changed = reconcile_search(tmp_path, [experiment], url, "s-a", max_steps=4)
-    trials = {t.number: t for t in optuna.load_study(study_name="s-a", storage=url).trials}
-    state = {ray_id: trials[number].state for ray_id, number in made.items()}
-    assert state == {
-        "done": TrialState.COMPLETE, "cut": TrialState.PRUNED, "live": TrialState.RUNNING,
-        "bad": TrialState.FAIL, "gone": TrialState.FAIL, "asked": TrialState.FAIL,
-    }  # fmt: skip
-    assert trials[made["done"]].value == 0.3
-    assert (
-        trials[made["gone"]].user_attrs[ORPHAN_ATTR]
-        and trials[made["asked"]].user_attrs[ORPHAN_ATTR]
+    assert optuna_db.problem(paths, spec) == (
+        "its study tiny-source_only holds a trial no Ray trial stands for",
+        False,
     )
-    assert trials[6].state == TrialState.FAIL and trials[6].user_attrs[ORPHAN_ATTR]
-    assert changed == 7
-    assert reconcile_search(tmp_path, [experiment], url, "s-a", max_steps=4) == 0
+
+    assert optuna_db.ensure(paths, spec) is None  # lagging, not damaged: no line for the user
+    trials = optuna.load_study(study_name="tiny-source_only", storage=paths.optuna_url).trials
+    found = {t.user_attrs[RAY_TRIAL_ATTR]: t for t in trials}
+    assert {ray_id: t.state for ray_id, t in found.items()} == {
+        "done": TrialState.COMPLETE, "cut": TrialState.PRUNED, "live": TrialState.RUNNING,
+        "bad": TrialState.FAIL,
+    }  # fmt: skip
+    assert found["done"].value == 0.3 and found["done"].params == {"lr": 1e-3}
+    assert found["done"].intermediate_values == {1: 0.1, 2: 0.3}
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert not list(tmp_path.glob("optuna.db.damaged-*"))
+    assert optuna_db.problem(paths, spec) is None
+
+
+def test_a_damaged_optuna_database_is_kept_aside_and_the_user_told(tmp_path):
+    spec = StudySpec.model_validate(tiny_spec(tmp_path / "bench"))
+    paths = StudyPaths(tmp_path)
+    _write_experiment(tmp_path / "ray" / "search-single_level", [
+        ("t1", {"arm": "single_level", "lr": 1e-3, "lambda_adv_main": 2e-3}, "TERMINATED",
+         rows([2, 6], [0.1, 0.3])),
+    ])  # fmt: skip
+    assert optuna_db.ensure(paths, spec).endswith("it is missing; rebuilt it from Ray's records: "
+                                                   "1 trials, the search history TPE and the "
+                                                   "dashboard use")  # fmt: skip
+    paths.optuna_db.write_bytes(b"garbage" * 100)
+    line = optuna_db.ensure(paths, spec)
+    assert "it cannot be read (" in line and line.endswith("as optuna.db.damaged-*)")
+    assert [p.read_bytes() for p in tmp_path.glob("optuna.db.damaged-*")] == [b"garbage" * 100]
+    trial = optuna.load_study(study_name="tiny-single_level", storage=paths.optuna_url).trials[0]
+    assert trial.params == {"lr": 1e-3, "lambda_adv_main": 2e-3} and trial.value == 0.3
 
 
 def snapshot(experiment, session, trials: int, counter: int, text: str | None = None):
