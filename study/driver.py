@@ -29,21 +29,11 @@ from study.diskspace import (
     error_says_no_space,
     quiet_no_space_logs,
 )
+from study.folder import StudyPaths, confirm_experiment, part_number, search_experiment
 from study.live import LiveReport, refresh
 from study.optuna_db import ensure as ensure_optuna_db
 from study.outcomes import effective_status, last_error_line, load_errored, update_errored
-from study.plan import (
-    Interrupted,
-    StudyIncomplete,
-    StudyPaths,
-    confirm_experiment,
-    confirm_parts,
-    legacy_fits,
-    part_number,
-    plan_key,
-    read_plan,
-    search_experiment,
-)
+from study.plan import Interrupted, StudyIncomplete, legacy_fits, plan_key, read_plan
 from study.preflight import check_resources, cluster_nodes
 from study.provenance import write_provenance
 from study.reconcile import (
@@ -249,10 +239,8 @@ class Progress(tune.Callback):
 
 
 def finished_in(paths: StudyPaths, name: str) -> int:
-    """Trials an existing experiment finished in earlier runs (0 for a new or remote one)."""
-    if paths.storage is not None:
-        return 0
-    experiment = Path(paths.experiment(name))
+    """Trials an existing experiment finished in earlier runs (0 for a new one)."""
+    experiment = paths.records() / name
     return sum(t["status"] == "TERMINATED" for t in experiment_trials(experiment))
 
 
@@ -289,6 +277,7 @@ def _run_config(
         name=name,
         storage_path=paths.experiments,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.num_to_keep),
+        sync_config=tune.SyncConfig(sync_period=spec.checkpoint.sync_every_s),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[
             ErroredTrials(str(paths.root), name),
@@ -306,14 +295,18 @@ def _fit(
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
     path = paths.experiment(name)
     restorable = tune.Tuner.can_restore(path)
-    if paths.storage is None and restorable:
+    if restorable:
         # Ray's can_restore looks for tuner.pkl only. Without a usable snapshot (a kill before
         # the first one was written, or none survived repair) Ray "restarts" the experiment
         # with num_samples=1, silently; a new Tuner runs the experiment as planned instead.
-        repair_snapshots(Path(path))
-        restorable = bool(sessions(Path(path)))
-        if restorable:
-            repair_checkpoint_references(Path(path))
+        # Ray's records are repaired in place where they are files here (local or a shared
+        # folder); behind a URI Ray restores them as they are.
+        records = paths.records() / name
+        if not paths.remote:
+            repair_snapshots(records)
+        restorable = bool(sessions(records))
+        if restorable and not paths.remote:
+            repair_checkpoint_references(records)
     if restorable:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -341,7 +334,6 @@ def run_search(
     cfg = arm_config(spec, arm)
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
-    experiments = Path(paths.experiments)
 
     def new(name: str, samples: int) -> tune.Tuner:
         scheduler = None
@@ -373,7 +365,7 @@ def run_search(
         for part in range(1, 1000):
             name = search_experiment(arm, part)
             samples = spec.search.num_samples - sum(1 for r in records if r.config)
-            exists = paths.storage is not None or (experiments / name).is_dir()
+            exists = (paths.records() / name).is_dir()
             if samples <= 0 and not (exists and tune.Tuner.can_restore(paths.experiment(name))):
                 break
             names.append(name)
@@ -463,7 +455,7 @@ def run_confirm(
     steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
     progress = Progress("confirm", len(cases), steps)
     records: list[TrialRecord] = []
-    parts = confirm_parts(Path(paths.experiments)) if paths.storage is None else []
+    parts = paths.confirm_parts()
     for name in parts:
         progress.finished_before = len(records) + finished_in(paths, name)
         records += _fit(paths, name, trainable, grid(name))
@@ -490,17 +482,14 @@ def check_confirm_complete(records: list[TrialRecord], cases: list[dict]) -> Non
 
 
 def export_tables(paths: StudyPaths, state: str = "running", stage: str = "") -> None:
-    """Tables, status and report after each stage (local experiments only; a URI storage is
-    exported by hand)."""
+    """Tables, status and report after each stage."""
     counts = refresh(paths, state, stage)
-    if counts is None:
-        return
     log.info("tables: %s", counts)
     if counts["errored"]:
         log.warning(
             "%d trial(s) errored (reason in the error column of %s); running the same "
             "command again retries them from their last checkpoint",
-            counts["errored"], paths.root / "tables" / "trials.parquet",
+            counts["errored"], paths.tables / "trials.parquet",
         )  # fmt: skip
 
 
@@ -579,11 +568,12 @@ def _run_stages(
     done = not missing_cases(cases, confirm)
     export_tables(paths, "complete" if done else "incomplete")
     check_confirm_complete(confirm, cases)
-    summary: dict[str, Any] = {"arms": summarise(confirm, cases), "comparisons": []}
-    if paths.storage is None:
-        from reports.report import Report
+    from reports.report import Report
 
-        log.info("report: %s", paths.root / "report.html")
-        summary["comparisons"] = Report(paths.root).summary_pairs()
+    log.info("report: %s", paths.report)
+    summary = {
+        "arms": summarise(confirm, cases),
+        "comparisons": Report(paths.root).summary_pairs(),
+    }
     atomic_write_text(paths.summary, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -22,6 +22,7 @@ import yaml
 
 from adaptseg.data.labels import CITYSCAPES_CLASSES
 from adaptseg.fileio import atomic_write
+from study.folder import StudyPaths
 from study.outcomes import load_errored
 from study.plan import current_cases
 from study.records import as_int, experiment_trials, read_rows, trial_status, trial_steps
@@ -176,26 +177,27 @@ def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
 
 
 def export(
-    study_dir: Path, live: dict[str, dict[str, str]] | None = None, out: Path | None = None
+    study: StudyPaths | Path,
+    live: dict[str, dict[str, str]] | None = None,
+    out: Path | None = None,
 ) -> dict[str, int]:
-    """Write the tables (``TABLES``) into ``out`` (default ``<study_dir>/tables``); returns the
-    row counts (and how many trials errored). ``live``: experiment name -> trial id -> Ray
-    status, from a running driver."""
+    """Write the tables (``TABLES``) of a study (its folder, or its ``StudyPaths``) into ``out``
+    (default ``<study folder>/tables``); returns the row counts (and how many trials errored).
+    ``live``: experiment name -> trial id -> Ray status, from a running driver."""
+    paths = study if isinstance(study, StudyPaths) else StudyPaths.of_study(study)
     live = live or {}
-    spec = yaml.safe_load((study_dir / "study.yaml").read_text())
-    plan = study_dir / "confirm_plan.json"
-    provenance_file = study_dir / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    spec = yaml.safe_load(paths.spec_file.read_text())
+    provenance = json.loads(paths.provenance.read_text()) if paths.provenance.exists() else {}
     tables = Tables(
         spec["name"],
         spec.get("search", {}).get("space", {}),
         provenance.get("code_version", "unknown"),
-        current_ranks(current_cases(study_dir / "confirm_plan.json")) if plan.exists() else None,
+        current_ranks(current_cases(paths.confirm_plan)) if paths.confirm_plan.exists() else None,
     )
     max_steps = {arm: _arm_steps(spec, arm) for arm in spec["arms"]}
-    experiments = study_dir / "ray"
-    errored = load_errored(study_dir)
-    for experiment in sorted(experiments.iterdir()) if experiments.is_dir() else []:
+    records = paths.records()
+    errored = load_errored(paths.root)
+    for experiment in sorted(records.iterdir()) if records.is_dir() else []:
         for trial in experiment_trials(
             experiment, errored.get(experiment.name), live.get(experiment.name)
         ):
@@ -204,7 +206,7 @@ def export(
                 continue  # recorded by Tune without its config (kill -9): it never trained
             tables.add(experiment.name, trial, max_steps.get(config.get("arm"), 0))
     arms, pairs = arm_tables(spec)
-    out = out or study_dir / "tables"
+    out = out or paths.tables
     write_table(tables.trials, tables.trial_schema(), out / "trials.parquet")
     write_table(tables.evals, table_schema(EVAL_FIELDS), out / "evals.parquet")
     write_table(tables.classes, table_schema(CLASS_FIELDS), out / "class_iou.parquet")
@@ -276,7 +278,6 @@ def rebuild_optuna_db(study_dir: Path) -> str | None:
 
     from study.lock import StudyLock
     from study.optuna_db import ensure
-    from study.plan import StudyPaths
     from study.spec import StudySpec
 
     if not os.access(study_dir, os.W_OK) or StudyLock(study_dir).live_holder() is not None:
@@ -285,7 +286,7 @@ def rebuild_optuna_db(study_dir: Path) -> str | None:
         spec = StudySpec.model_validate(yaml.safe_load((study_dir / "study.yaml").read_text()))
     except (ValueError, TypeError):
         return None
-    return ensure(StudyPaths(study_dir.resolve(), spec.storage), spec)
+    return ensure(StudyPaths.of_study(study_dir), spec)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pyarrow as pa
 from ray import tune
 
 from study.export import export, table_schema, write_table
-from study.plan import StudyPaths
+from study.folder import StudyPaths
 
 log = logging.getLogger("study.live")
 STATUS_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -34,7 +34,7 @@ def write_status(paths: StudyPaths, state: str, stage: str, seconds_left: float 
     assert state in STATES, state
     updated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     row = {"state": state, "stage": stage, "seconds_left": seconds_left, "updated": updated}
-    write_table([row], table_schema(STATUS_FIELDS), paths.root / "tables" / "status.parquet")
+    write_table([row], table_schema(STATUS_FIELDS), paths.tables / "status.parquet")
 
 
 def refresh(
@@ -43,12 +43,10 @@ def refresh(
     stage: str = "",
     seconds_left: float | None = None,
     live: dict[str, dict[str, str]] | None = None,
-) -> dict[str, int] | None:
-    """Export the tables, write the status and rebuild the report (local studies: a study on a
-    ``storage:`` URI is exported by hand). Returns the export's counts."""
-    if paths.storage is not None:
-        return None
-    counts = export(paths.root, live)
+) -> dict[str, int]:
+    """Export the tables, write the status and rebuild the report. Returns the export's
+    counts."""
+    counts = export(paths, live)
     write_status(paths, state, stage, seconds_left)
     from reports.report import build
 

@@ -14,17 +14,15 @@ import datetime as dt
 import logging
 import math
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState, create_trial
 
+from study.folder import StudyPaths
 from study.outcomes import load_errored
-from study.plan import StudyPaths, search_parts
 from study.reconcile import repair_snapshots
 from study.records import experiment_trials, read_rows, trial_status, trial_steps
-from study.rows import Split, TrialStatus, select_rows, split_of
-from study.search import METRIC_NAME, RAY_TRIAL_ATTR
+from study.rows import METRIC_NAME, RAY_TRIAL_ATTR, Split, TrialStatus, select_rows, split_of
 from study.space import arm_space
 from study.spec import StudySpec, arm_config
 
@@ -45,11 +43,11 @@ def study_name(spec: StudySpec, arm: str) -> str:
 def ray_trials(paths: StudyPaths, spec: StudySpec, arm: str) -> list[dict]:
     """The arm's search trials in Ray's records, oldest experiment first, each with its rows
     and the state the tables give it (``OPTUNA_STATE``)."""
-    experiments = Path(paths.experiments)
+    experiments = paths.records()
     errored = load_errored(paths.root)
     steps = arm_config(spec, arm).num_steps
     out = []
-    for name in search_parts(experiments, arm):
+    for name in paths.search_parts(arm, experiments):
         for trial in experiment_trials(experiments / name, errored.get(name)):
             if trial["config"].get("arm") != arm:
                 continue  # recorded by Tune without its config (kill -9): never asked for
@@ -182,12 +180,11 @@ def ensure(paths: StudyPaths, spec: StudySpec) -> str | None:
     line to tell the user when the file was missing or unreadable (a damaged one is kept
     beside it); a database that merely lags Ray's records (a kill -9 between the two writes,
     trials asked after Ray's last snapshot) is rebuilt with a log line only."""
-    if paths.storage is not None:
-        return None  # Ray's records are remote; the database stays as it is
-    experiments = Path(paths.experiments)
-    for arm in spec.arms:  # the snapshots Ray will resume from, as the driver repairs them
-        for name in search_parts(experiments, arm):
-            repair_snapshots(experiments / name)
+    if not paths.remote:  # the snapshots Ray will resume from, as the driver repairs them
+        experiments = paths.records()
+        for arm in spec.arms:
+            for name in paths.search_parts(arm, experiments):
+                repair_snapshots(experiments / name)
     found = problem(paths, spec)
     if found is None:
         return None

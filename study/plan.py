@@ -1,12 +1,13 @@
-"""Where a study lives on disk and what it will run (no Ray needed)."""
+"""What a study will run (no Ray needed): the confirm plan's generations, the rules for growing a
+study, and the dry-run's description."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study.folder import StudyPaths
 from study.spec import StudySpec, arm_config
 
 
@@ -18,59 +19,6 @@ class StudyIncomplete(Exception):
     """Ray Tune finished but planned trials are missing or errored (exit 1, not 0)."""
 
 
-@dataclass(frozen=True)
-class StudyPaths:
-    """The local study directory; Ray's experiments live there too unless ``storage`` names a
-    shared folder or a pyarrow URI (then the Optuna database and the tables stay local)."""
-
-    root: Path
-    storage: str | None = None
-
-    @classmethod
-    def for_spec(cls, spec: StudySpec, results: Path) -> StudyPaths:
-        storage = spec.storage
-        if storage is not None and "://" not in storage:
-            storage = str(Path(storage).absolute())
-        return cls((results / spec.name).resolve(), storage)
-
-    @property
-    def spec_file(self) -> Path:
-        return self.root / "study.yaml"
-
-    @property
-    def optuna_db(self) -> Path:
-        return self.root / "optuna.db"
-
-    @property
-    def optuna_url(self) -> str:
-        return f"sqlite:///{self.optuna_db}"
-
-    @property
-    def experiments(self) -> str:
-        if self.storage is None:
-            return str(self.root / "ray")
-        return f"{self.storage.rstrip('/')}/{self.root.name}"
-
-    @property
-    def confirm_plan(self) -> Path:
-        return self.root / "confirm_plan.json"
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "provenance.json"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def best_configs(self) -> Path:
-        return self.root / "best"
-
-    def experiment(self, name: str) -> str:
-        return f"{self.experiments}/{name}"
-
-
 def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings as dotted keys (for naming what changed)."""
     if not isinstance(values, dict):
@@ -79,39 +27,6 @@ def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in values.items():
         out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
-
-
-def search_experiment(arm: str, part: int = 1) -> str:
-    """The Ray experiment of an arm's search; a study grown later adds ``search-<arm>@2`` ..."""
-    return f"search-{arm}" if part == 1 else f"search-{arm}@{part}"
-
-
-def search_parts(experiments: Path, arm: str) -> list[str]:
-    """The experiments of an arm's search that exist, in the order they were made."""
-    names = [search_experiment(arm)] + [
-        p.name for p in experiments.glob(f"search-{arm}@*") if p.name.rsplit("@", 1)[1].isdigit()
-    ]
-    found = [n for n in names if (experiments / n).is_dir()]
-    return sorted(found, key=lambda n: int(n.rsplit("@", 1)[1]) if "@" in n else 1)
-
-
-CONFIRM_EXPERIMENT = "confirm"
-
-
-def confirm_experiment(part: int) -> str:
-    return CONFIRM_EXPERIMENT if part == 1 else f"{CONFIRM_EXPERIMENT}-{part}"
-
-
-def part_number(name: str) -> int:
-    """1 for ``confirm``, N for ``confirm-N``."""
-    return 1 if name == CONFIRM_EXPERIMENT else int(name.rsplit("-", 1)[1])
-
-
-def confirm_parts(experiments: Path) -> list[str]:
-    """The confirm experiments that exist (``confirm``, ``confirm-2``, ...), in order."""
-    found = [p.name for p in experiments.glob(f"{CONFIRM_EXPERIMENT}*") if p.is_dir()]
-    valid = [n for n in found if n == CONFIRM_EXPERIMENT or n.rsplit("-", 1)[1].isdigit()]
-    return sorted(valid, key=part_number)
 
 
 # --- the confirm plan ------------------------------------------------------------------------
@@ -253,7 +168,7 @@ def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
 def compute_line(spec: StudySpec, paths: StudyPaths) -> str:
     """The compute the study as specified will take, from the step times its own trials
     recorded (a study that has run before, is running, or grows); unknown before any did."""
-    tables = paths.root / "tables"
+    tables = paths.tables
     if not (tables / "trials.parquet").is_file():
         return (
             "compute: unknown until trials have run (no step time is recorded for this study; "

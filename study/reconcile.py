@@ -20,6 +20,7 @@ import pickle
 from pathlib import Path
 
 from adaptseg.fileio import atomic_write_text
+from study.private_api import checkpoint_manager, point_at, resume_path, store_checkpoint_manager
 
 log = logging.getLogger(__name__)
 SNAPSHOT = "experiment_state-{}.json"
@@ -98,17 +99,6 @@ def _checkpoint_dirs(folder: Path) -> list[Path]:
     return sorted(found, key=lambda d: d.name)
 
 
-def _checkpoint_manager(runtime: dict) -> object | None:
-    """The trial's checkpoint manager as Ray pickled it into the snapshot (Ray 2.60's layout:
-    a cloudpickle fallback; its ``_latest_checkpoint_result`` is what a restore resumes from)."""
-    import ray.cloudpickle as cloudpickle
-
-    blob = runtime.get("checkpoint_manager")
-    if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
-        return None
-    return cloudpickle.loads(bytes.fromhex(blob["value"]))
-
-
 def resume_checkpoints(experiment: Path) -> dict[str, str | None]:
     """Trial id -> the checkpoint folder a restore of ``experiment`` resumes the trial from
     (None: from the start), by its newest snapshot. The checkpoint manager can lag the trial's
@@ -120,9 +110,7 @@ def resume_checkpoints(experiment: Path) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for entry in state["trial_data"]:
         trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-        manager = _checkpoint_manager(runtime)
-        latest = getattr(manager, "_latest_checkpoint_result", None)
-        out[trial["trial_id"]] = latest.checkpoint.path if latest and latest.checkpoint else None
+        out[trial["trial_id"]] = resume_path(checkpoint_manager(runtime))
     return out
 
 
@@ -136,10 +124,6 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
     trial is pointed at the newest checkpoint its folder holds (newer than the snapshot's:
     less work is redone), or at none (it restarts). Returns the trial ids changed.
     """
-    import ray.cloudpickle as cloudpickle
-    from ray.train._internal.session import _TrainingResult
-    from ray.tune import Checkpoint
-
     names = sessions(experiment)
     if not names:
         return []
@@ -148,26 +132,13 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
     changed = []
     for entry in state["trial_data"]:
         trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-        manager = _checkpoint_manager(runtime)
-        if manager is None:
+        manager = checkpoint_manager(runtime)
+        resumes_from = resume_path(manager) if manager is not None else None
+        if resumes_from is None or Path(resumes_from).exists():
             continue
-        blob = runtime["checkpoint_manager"]
-        latest = manager._latest_checkpoint_result
-        if latest is None or latest.checkpoint is None or Path(latest.checkpoint.path).exists():
-            continue
-        folder = experiment / trial.get("relative_logdir", "")
-        kept = [r for r in manager._checkpoint_results if Path(r.checkpoint.path).exists()]
-        available = _checkpoint_dirs(folder)
-        if available:
-            newest = _TrainingResult(Checkpoint(str(available[-1])), latest.metrics)
-            if not any(r.checkpoint.path == newest.checkpoint.path for r in kept):
-                kept.append(newest)
-            manager._latest_checkpoint_result = newest
-        else:
-            manager._latest_checkpoint_result = None
-        manager._checkpoint_results = kept
-        blob["value"] = cloudpickle.dumps(manager).hex()
-        runtime["checkpoint_manager"] = blob
+        available = _checkpoint_dirs(experiment / trial.get("relative_logdir", ""))
+        point_at(manager, available[-1] if available else None)
+        store_checkpoint_manager(runtime, manager)
         entry[1] = json.dumps(runtime)
         changed.append(trial["trial_id"])
         log.warning(

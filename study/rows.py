@@ -77,6 +77,11 @@ def ends_badly(row: dict[str, Any]) -> bool:
     return row.get("status") in ENDING
 
 
+# How an Optuna trial names its Ray trial (the Optuna database is derived from Ray's records).
+RAY_TRIAL_ATTR = "ray_trial_id"  # the Optuna trial's Ray Tune trial id, set when it is asked
+ORPHAN_ATTR = "orphan"  # why an Optuna trial that no Ray trial stands for was failed
+METRIC_NAME = "miou (select split)"  # the objective, as the dashboard names it
+
 LOSSES = (
     "loss_seg_src_main", "loss_seg_src_aux", "loss_adv_trg_main", "loss_adv_trg_aux",
     "loss_d_main", "loss_d_aux",

@@ -28,8 +28,9 @@ import yaml
 from adaptseg.config import ConfigError, parse_size
 from adaptseg.data.errors import DataError
 from study.diskspace import EXIT_NO_SPACE, NoSpace, caused_by_no_space
+from study.folder import StudyPaths
 from study.lock import StudyLocked
-from study.plan import Interrupted, StudyIncomplete, StudyPaths, describe_plan, spec_changes
+from study.plan import Interrupted, StudyIncomplete, describe_plan, spec_changes
 from study.spec import SpecError, StudySpec, arm_config, load_spec
 
 log = logging.getLogger("study.run")
@@ -100,9 +101,9 @@ def finished_trials(paths: StudyPaths) -> int:
     """Trials Ray Tune finished in the study's experiments (from its newest snapshots)."""
     from study.records import experiment_trials
 
-    experiments = Path(paths.experiments)
-    if paths.storage is not None or not experiments.is_dir():
-        return 0 if paths.storage is None else 1  # a remote storage: assume there are some
+    experiments = paths.records()
+    if not experiments.is_dir():
+        return 0
     return sum(
         trial["status"] == "TERMINATED"
         for experiment in experiments.iterdir()
@@ -193,7 +194,7 @@ def check_init_weights(spec: StudySpec, origin: str) -> None:
 
 def complete(paths: StudyPaths) -> bool:
     """Finished, reported, and nothing to retry (an errored trial is retried by a rerun)."""
-    needed = (paths.summary, paths.root / "report.html", paths.root / "tables" / "trials.parquet")
+    needed = (paths.summary, paths.report, paths.tables / "trials.parquet")
     if not all(path.is_file() for path in needed):
         return False
     import pyarrow.parquet as pq
@@ -211,7 +212,7 @@ def finished_text(paths: StudyPaths) -> str:
     table = Report(paths.root).ablation_text()
     return (
         f"{table}\n(confirm stage, report split, best-on-select model; 95% intervals over "
-        f"seeds)\nreport: {paths.root / 'report.html'}\ntables: {paths.root / 'tables'}"
+        f"seeds)\nreport: {paths.report}\ntables: {paths.tables}"
     )
 
 
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         unchanged = not grown and not args.fresh and not start_over
         if unchanged and not args.dry_run and complete(paths):  # reading needs no writing
             print(
-                f"study {spec.name} is complete; its report is {paths.root / 'report.html'} "
+                f"study {spec.name} is complete; its report is {paths.report} "
                 "(grow it by raising search.num_samples, confirm.seeds or confirm.top_k, or "
                 "adding an arm; --fresh starts over)"
             )
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(finished_text(paths) if paths.storage is None else f"done: {paths.root}")
+    print(finished_text(paths))
     return EXIT_OK
 
 

@@ -279,6 +279,10 @@ class CheckpointSpec(_Strict):
     """Checkpoints Ray keeps per trial."""
     every_minutes: PositiveFloat | None = None
     """Also checkpoint at the next evaluation once this much compute time passed."""
+    sync_every_s: PositiveFloat = 300.0
+    """With a `storage:` URI: how often Ray uploads its experiment records (snapshot, trial
+    results) there, in seconds; a kill -9 redoes at most this much. Checkpoints are uploaded as
+    they are made."""
 
 
 class StudySpec(_Strict):
@@ -307,7 +311,9 @@ class StudySpec(_Strict):
     max_failures: NonNegativeInt = 2
     """Retries of a trial whose worker process died."""
     storage: str | None = None
-    """A shared folder or pyarrow URI for Ray's experiments (default: the study folder)."""
+    """Where Ray keeps its experiments (default: the study folder): a shared folder every node
+    sees, or a URI pyarrow reads (`s3://bucket/prefix`; an S3-compatible server through
+    `AWS_ENDPOINT_URL`). Tables, report, resume and growth work the same either way."""
     compare: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = None
     """Arm pairs `[a, b]` whose paired difference a - b over the confirm seeds the report, the
     terminal and `summary.json` show, each with its interval and verdict. Null: every arm

@@ -10,7 +10,7 @@ import pandas as pd
 
 from study.optuna_db import OPTUNA_STATE
 from study.plan import current_cases
-from study.search import ORPHAN_ATTR, RAY_TRIAL_ATTR
+from study.rows import ORPHAN_ATTR, RAY_TRIAL_ATTR
 
 
 def planned_cases(root: Path) -> list[tuple[str, int, int]]:

@@ -20,7 +20,7 @@ from study_helpers import kill_tagged, run_study, study_command, tagged_env, tin
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 from study.optuna_db import OPTUNA_STATE
-from study.search import RAY_TRIAL_ATTR
+from study.rows import RAY_TRIAL_ATTR
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -11,9 +11,9 @@ from optuna.trial import TrialState
 from study_helpers import tiny_spec
 
 from study import optuna_db
-from study.plan import StudyPaths
+from study.folder import StudyPaths
 from study.reconcile import repair_snapshots, session_problem, sessions
-from study.search import RAY_TRIAL_ATTR
+from study.rows import RAY_TRIAL_ATTR
 from study.spec import StudySpec
 
 

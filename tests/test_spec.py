@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from study.plan import StudyPaths, describe_plan
+from study.folder import StudyPaths
+from study.plan import describe_plan
 from study.space import arm_space
 from study.spec import (
     Distribution,

@@ -605,7 +605,7 @@ def minimal_study(bench: Path) -> dict:
 def test_fresh_moves_the_old_study_aside_even_twice_in_one_second(tmp_path, monkeypatch):
     import datetime as dt
 
-    from study.plan import StudyPaths
+    from study.folder import StudyPaths
     from study.run import move_aside
 
     class Frozen(dt.datetime):

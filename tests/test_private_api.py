@@ -1,0 +1,141 @@
+"""What ``study.private_api`` assumes of Ray Tune's and Optuna's private names, stated against
+the installed versions: an upgrade that breaks one fails here, naming it."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+from study_helpers import LOOPBACK, ray_env
+
+from study import private_api
+from study.reconcile import SNAPSHOT, sessions
+
+SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+
+
+def space(trial: optuna.Trial) -> None:
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_a_trial_row_id_is_what_optunas_storage_takes(storage):
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask(SPACE)
+    assert storage.get_trial(private_api.row_id(trial)).number == trial.number
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert private_api.row_id(frozen) == private_api.row_id(trial)
+    wrapped = study._storage  # Study._storage: the storage (wrapped in a cache) the trials use
+    assert wrapped.get_trial(private_api.row_id(trial)).number == trial.number, "Study._storage"
+    assert hasattr(trial, "_cached_frozen_trial"), "Trial._cached_frozen_trial"
+
+
+def test_reopen_sets_a_finished_trial_running_keeping_its_intermediate_values(storage):
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    trial = study.ask(SPACE)
+    trial.report(0.2, 1)
+    study.tell(trial, 0.3)
+    row = private_api.row_id(trial)
+    assert private_api.reopen(storage, row) is True
+    again = storage.get_trial(row)
+    assert again.state == TrialState.RUNNING and again.value is None
+    assert again.intermediate_values == {1: 0.2} and again.datetime_complete is None
+    assert private_api.reopen(storage, row) is False  # already running
+    storage.set_trial_state_values(row, TrialState.COMPLETE, [0.4])  # Optuna accepts it again
+    assert storage.get_trial(row).value == 0.4
+
+
+def test_optuna_search_keeps_its_study_and_trials_where_the_subclass_reads_them(storage, tmp_path):
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    search = private_api.PruneAwareOptunaSearch(
+        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4,
+        sampler=sampler,
+    )  # fmt: skip
+    assert isinstance(search._ot_study, optuna.Study), "OptunaSearch._ot_study"
+    assert search._storage is storage and search._study_name == "s"
+    assert search._sampler is sampler, "OptunaSearch._sampler"
+    assert set(search.suggest("t1")) == {"lr"}  # with a None return, Ray gives the params
+    assert isinstance(search._ot_trials["t1"], optuna.Trial), "OptunaSearch._ot_trials"
+    search.on_trial_result("t1", {"miou": 0.1, "training_iteration": 1, "step": 2})
+    search.on_trial_complete("t1", {"miou": 0.2, "training_iteration": 2, "step": 4})
+    assert search._completed_trials == {"t1"}, "OptunaSearch._completed_trials"
+    frozen = search._ot_study.trials[0]
+    assert frozen.state == TrialState.COMPLETE and frozen.value == 0.2
+    assert frozen.user_attrs == {"ray_trial_id": "t1"}
+    assert search._ot_study.metric_names == ["miou (select split)"]
+
+    # save() pickles __dict__ and restore() updates __dict__ from it: the subclass's restore
+    # finds the trials again, by their Ray trial id.
+    search.suggest("t2")
+    search.save(str(tmp_path / "searcher.pkl"))
+    assert set(pickle.loads((tmp_path / "searcher.pkl").read_bytes())) >= {
+        "_ot_trials", "_ot_study", "_completed_trials", "_storage", "_study_name", "_sampler",
+    }  # fmt: skip
+    restored = private_api.PruneAwareOptunaSearch(
+        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4,
+        sampler=sampler,
+    )  # fmt: skip
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert set(restored._ot_trials) == {"t1", "t2"} and restored._completed_trials == {"t1"}
+    restored.on_trial_complete("t2", {"miou": 0.1, "training_iteration": 1, "step": 2})
+    states = [t.state for t in restored._ot_study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED]  # stopped before its last step
+
+
+TUNE_RUN = """
+import ray, tempfile, os
+from ray import tune
+
+def trainable(config):
+    for step in range(3):
+        with tempfile.TemporaryDirectory() as folder:
+            open(os.path.join(folder, "x"), "w").write(str(step))
+            tune.report({"step": step}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address=%r)
+tune.Tuner(trainable, run_config=tune.RunConfig(
+    name="e", storage_path=%r, checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+    verbose=0)).fit()
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_ray_pickles_each_trials_checkpoint_manager_into_its_snapshot(tmp_path):
+    script = textwrap.dedent(TUNE_RUN % (LOOPBACK, str(tmp_path)))
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env=ray_env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    experiment = tmp_path / "e"
+    state = json.loads((experiment / SNAPSHOT.format(sessions(experiment)[0])).read_text())
+    ((trial_json, runtime_json),) = state["trial_data"]
+    runtime = json.loads(runtime_json)
+    manager = private_api.checkpoint_manager(runtime)
+    assert manager is not None, "runtime['checkpoint_manager'] is no CLOUDPICKLE_FALLBACK blob"
+    folder = json.loads(trial_json)["relative_logdir"]
+    newest = experiment / folder / "checkpoint_000002"
+    assert private_api.resume_path(manager) == str(newest), "_latest_checkpoint_result"
+    assert [r.checkpoint.path for r in manager._checkpoint_results] == [
+        str(experiment / folder / "checkpoint_000001"),
+        str(newest),
+    ], "_checkpoint_results"
+
+    private_api.point_at(manager, experiment / folder / "checkpoint_000001")
+    private_api.store_checkpoint_manager(runtime, manager)
+    again = private_api.checkpoint_manager(runtime)
+    assert private_api.resume_path(again) == str(experiment / folder / "checkpoint_000001")
+    private_api.point_at(again, None)
+    assert private_api.resume_path(again) is None
