@@ -237,11 +237,25 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._say(trial, "errored")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = last_error_line(Path(trial.error_file)) if trial.error_file else None
+        self._print(f"[{self.stage}] trial {trial.trial_id} failed ({error or 'no message'}); "
+                    "Ray retries it from its last checkpoint")  # fmt: skip
+
 
 def finished_in(paths: StudyPaths, name: str) -> int:
     """Trials an existing experiment finished in earlier runs (0 for a new one)."""
     experiment = paths.records() / name
     return sum(t["status"] == "TERMINATED" for t in experiment_trials(experiment))
+
+
+class WithoutTrialTracebacks(logging.Filter):
+    """Ray logs each failed trial task with its traceback (kept in the trial's error file); the
+    driver's terminal says it in one line instead (``Progress.on_trial_recover``, and the
+    trial's ``errored`` line once its retries are used up)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
 
 
 class WithoutRayResumeHint(logging.Filter):
@@ -520,6 +534,8 @@ def run_study(
         # reporter at verbose=0 prints nothing.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version..."
+        for handler in logging.getLogger("ray").handlers:
+            handler.addFilter(WithoutTrialTracebacks())
     start_ray(spec, address, node_ip)
     install_sigterm()
     try:

@@ -83,6 +83,7 @@ def resumable_inside_a_trial(root: Path, experiment_glob: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_kill_9_three_times_loses_nothing_and_changes_nothing(tmp_path, bench):  # noqa: F811
     reference_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
     for folder in (reference_dir, chaos_dir):

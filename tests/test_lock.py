@@ -81,6 +81,7 @@ def test_the_heartbeat_renews_the_lock(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_second_driver_on_the_same_study_exits_2_naming_the_first(tmp_path, bench):  # noqa: F811
     spec_path = write_spec(tmp_path, tiny_spec(bench))
     results, root = tmp_path / "results", tmp_path / "results" / "tiny"

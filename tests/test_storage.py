@@ -25,7 +25,7 @@ from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixt
 
 from study.folder import MIRROR, StudyPaths
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 BUCKET = "studies"
 
 

@@ -384,7 +384,9 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, sto
 
 
 @pytest.mark.slow
-def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path, bench):
+@pytest.mark.faults
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path, bench, damage):
     spec_path = write_spec(tmp_path, one_long_trial(bench))
     results = tmp_path / "results"
     driver, experiment = start_until_checkpoint(spec_path, results)
@@ -400,7 +402,8 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(tmp_path, ben
     kept = sorted(Path(named).parent.glob("checkpoint_*/trainer.pt"))
     *older, newest = [path for path in kept if path.parent.name <= Path(named).name]
     assert older, "Ray kept no checkpoint before the one it resumes from"
-    newest.write_bytes(newest.read_bytes()[:100])
+    size = newest.stat().st_size
+    newest.write_bytes(newest.read_bytes()[:100] if damage == "truncated" else os.urandom(size))
     previous_step = load_state(older[-1])["step"]
     resumed = run_study(spec_path, results)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -479,6 +482,7 @@ def worker_pids(tag: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
     spec = one_long_trial(bench, max_failures=1)
     spec_path = write_spec(tmp_path, spec)
@@ -751,6 +755,7 @@ def test_a_study_runs_the_same_from_any_folder(tmp_path, bench):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_complete_study_on_a_read_only_folder_says_complete(finished, monkeypatch, capsys):
     """A finished study shared on a read-only mount only needs reading (root ignores file
     modes, so the folder is made unwritable where the harness asks)."""
@@ -763,6 +768,7 @@ def test_a_complete_study_on_a_read_only_folder_says_complete(finished, monkeypa
     assert capsys.readouterr().out.startswith("study tiny is complete; its report is")
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("command", ["reports.build", "study.export"])
 def test_a_read_only_study_folder_is_one_line_suggesting_o(tmp_path, monkeypatch, capsys, command):
     import errno
