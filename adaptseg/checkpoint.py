@@ -17,7 +17,8 @@ from adaptseg.torchfile import TorchFileError, read_torch_file
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 # Written into every checkpoint and checked on load. 2: discriminators and their optimisers
-# keyed by level, D layers under the official names; 1 (earlier versions) is migrated on load.
+# keyed by level, D layers under the official names; 1 (earlier versions) is migrated on
+# load; that migration is removed in 0.2.0.
 CHECKPOINT_FORMAT = 2
 REQUIRED_KEYS = ("format", "step", "config", "model", "discriminators", "optimizer_g",
                  "optimizers_d", "streams", "rng")  # fmt: skip

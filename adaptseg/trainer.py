@@ -84,7 +84,7 @@ def _first(batch: Any) -> Tensor:
 class Trainer:
     """One AdaptSegNet run: ``step()``, ``evaluate()``, ``state_dict()``, ``load_state_dict()``.
 
-    One ``step()`` is the official iteration (adaptsegnet.md section 3.3), repeated
+    One ``step()`` is the official iteration (docs/fidelity.md, "the iteration"), repeated
     ``iter_size`` times with gradients accumulated:
 
     1. D frozen; source forward, CE on main + ``lambda_seg_aux`` x aux (ignore 255), backward;

@@ -30,7 +30,7 @@ from adaptseg.data.synthetic import DEFAULT_SIZE, ensure_benchmark
 from adaptseg.trainer import Trainer
 
 # The small preset on the synthetic benchmark: a net trained from scratch needs Adam
-# (synthetic.md); D is the paper's design at ndf 32; horizontal flips as in the prototype.
+# (docs/data.md); D is the paper's design at ndf 32; horizontal flips as in the prototype.
 PRESET: dict[str, Any] = {
     "backbone": "small", "ndf": 32, "optimizer": "adam", "lr": 1e-3, "batch_size": 4,
     "random_mirror": True, "num_workers": 0, "preprocess": "torchvision",

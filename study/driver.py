@@ -6,6 +6,7 @@ The Ray plumbing lives here; what to run next is decided by the pure functions o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -303,7 +304,7 @@ def _run_config(
     )
 
 
-def _fit(
+def _fit_or_restore(
     paths: StudyPaths, name: str, trainable: Any, make_tuner: Callable[[], tune.Tuner]
 ) -> list[TrialRecord]:
     """Fit a new experiment, or restore an existing one (unfinished and errored trials go on)."""
@@ -348,6 +349,7 @@ def run_search(
     cfg = arm_config(spec, arm)
     concurrent = (spec.resources.max_concurrent_trials or 2) > 1
     trainable = _trainable(spec, gpus)
+    progress = Progress(f"search {arm}", spec.search.num_samples, cfg.num_steps)
 
     def new(name: str, samples: int) -> tune.Tuner:
         scheduler = None
@@ -372,11 +374,12 @@ def run_search(
             run_config=_run_config(spec, paths, name, progress, verbose, watch),
         )
 
-    progress = Progress(f"search {arm}", spec.search.num_samples, cfg.num_steps)
     records: list[TrialRecord] = []
     names: list[str] = []
     try:
-        for part in range(1, 1000):
+        # One experiment per time the search was grown; the parts that exist are restored in
+        # order, and the loop ends at the first part not needed (its samples are all planned).
+        for part in itertools.count(1):
             name = search_experiment(arm, part)
             samples = spec.search.num_samples - sum(1 for r in records if r.config)
             exists = (paths.records() / name).is_dir()
@@ -386,7 +389,7 @@ def run_search(
             progress.finished_before = sum(1 for r in records if r.config) + finished_in(
                 paths, name
             )
-            records += _fit(paths, name, trainable, lambda n=name, k=samples: new(n, k))
+            records += _fit_or_restore(paths, name, trainable, lambda n=name, k=samples: new(n, k))
         return records
     finally:
         # After a finished or interrupted stage only: a crash (a full disk) leaves Ray's
@@ -452,8 +455,12 @@ def run_confirm(
     recorded without its config), or when a grown study plans new cases. So every planned case
     runs exactly once."""
     trainable = _trainable(spec, gpus)
+    steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
+    progress = Progress("confirm", len(cases), steps)
+    records: list[TrialRecord] = []
 
     def grid(name: str) -> Callable[[], tune.Tuner]:
+        """A new grid of the cases no experiment has started yet (read when it is made)."""
         todo = unstarted_cases(cases, records)
         return lambda: tune.Tuner(
             trainable,
@@ -466,20 +473,17 @@ def run_confirm(
             run_config=_run_config(spec, paths, name, progress, verbose, watch),
         )
 
-    steps = max((arm_config(spec, case["arm"]).num_steps for case in cases), default=1)
-    progress = Progress("confirm", len(cases), steps)
-    records: list[TrialRecord] = []
     parts = paths.confirm_parts()
     for name in parts:
         progress.finished_before = len(records) + finished_in(paths, name)
-        records += _fit(paths, name, trainable, grid(name))
+        records += _fit_or_restore(paths, name, trainable, grid(name))
     number = max((part_number(name) for name in parts), default=0) + 1
     for _ in range(CONFIRM_ATTEMPTS):
         if not unstarted_cases(cases, records):
             break
         name = confirm_experiment(number)
         progress.finished_before = len(records)
-        records += _fit(paths, name, trainable, grid(name))
+        records += _fit_or_restore(paths, name, trainable, grid(name))
         number += 1
     return records
 

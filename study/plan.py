@@ -38,7 +38,8 @@ def plan_key(spec: StudySpec) -> dict[str, Any]:
 
 def read_plan(path: Path) -> list[dict[str, Any]]:
     """The plan's generations, oldest first; each ``{"for": plan_key, "cases": [...]}``. An
-    earlier version saved one list of cases: that is one generation made for an unknown key."""
+    earlier version saved one list of cases: that is one generation made for an unknown key
+    (compatibility, removed in 0.2.0)."""
     if not path.exists():
         return []
     data = json.loads(path.read_text())
@@ -53,7 +54,8 @@ def current_cases(path: Path) -> list[dict[str, Any]]:
 
 
 def legacy_fits(cases: list[dict[str, Any]], key: dict[str, Any]) -> bool:
-    """Whether a plan saved without its key fits the spec (same arms, seeds and top_k)."""
+    """Whether a plan saved without its key fits the spec (same arms, seeds and top_k);
+    compatibility with plans of one list, removed in 0.2.0."""
     arms = {c["arm"] for c in cases}
     seeds = sorted({c["seed"] for c in cases})
     ranks = {c["rank"] for c in cases}

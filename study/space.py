@@ -32,7 +32,7 @@ class ArmSpace:
         self.constants = dict(constants)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if "params" in state:  # pickled by an earlier version: (kind, bounds) per parameter
+        if "params" in state:  # pickled by an earlier version (removed in 0.2.0)
             params = state.pop("params")
             state["distributions"] = {
                 name: Distribution(**{kind: bounds}).to_optuna()
