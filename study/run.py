@@ -28,9 +28,11 @@ import yaml
 from adaptseg.config import ConfigError, parse_size
 from adaptseg.data.errors import DataError
 from study.diskspace import EXIT_NO_SPACE, NoSpace, caused_by_no_space
+from study.dryrun import describe_plan
 from study.folder import StudyPaths
+from study.growth import spec_changes
 from study.lock import StudyLocked
-from study.plan import Interrupted, StudyIncomplete, describe_plan, spec_changes
+from study.plan import Interrupted, StudyIncomplete
 from study.spec import SpecError, StudySpec, arm_config, load_spec
 
 log = logging.getLogger("study.run")
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_growth(paths: StudyPaths, resolved: dict[str, Any], origin: str) -> list[str]:
-    """A study that exists may only grow (study.plan.spec_changes); returns what grows. A study
+    """A study that exists may only grow (study.growth.spec_changes); returns what grows. A study
     in which no trial has finished takes any change: it starts over (``StartOver``)."""
     if not paths.spec_file.exists():
         return []

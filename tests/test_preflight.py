@@ -29,7 +29,7 @@ from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixt
 
 from study.driver import Progress, steps_left, time_left_text
 from study.folder import StudyPaths
-from study.plan import spec_changes
+from study.growth import spec_changes
 from study.preflight import check_resources
 from study.run import StartOver, check_growth
 from study.run import main as run_main

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from study.dryrun import describe_plan
 from study.folder import StudyPaths
-from study.plan import describe_plan
 from study.space import arm_space
 from study.spec import (
     Distribution,
@@ -192,7 +192,7 @@ def changed(changes: dict) -> tuple[dict, dict]:
      ({"ray/address": "auto"}, [])],
 )  # fmt: skip
 def test_changes_that_only_add_work_grow_the_study(changes, grown):
-    from study.plan import spec_changes
+    from study.growth import spec_changes
 
     assert spec_changes(*changed(changes)) == (grown, [])
 
@@ -209,13 +209,13 @@ def test_changes_that_only_add_work_grow_the_study(changes, grown):
       ["search.space.lambda_adv_main.arms"])],
 )  # fmt: skip
 def test_changes_that_make_finished_trials_incomparable_are_named(changes, refused):
-    from study.plan import spec_changes
+    from study.growth import spec_changes
 
     assert spec_changes(*changed(changes))[1] == refused
 
 
 def test_removing_an_arm_is_refused():
-    from study.plan import spec_changes
+    from study.growth import spec_changes
 
     old = load_spec_dict()
     new = yaml.safe_load(yaml.safe_dump(old))
