@@ -1,5 +1,6 @@
 """The Optuna database (``optuna.db``), derived from Ray Tune's records: checked when a study
-starts or is exported, and rebuilt from Ray's experiments when it is missing or damaged.
+starts, after each search and on export, and rebuilt from Ray's experiments when it is missing,
+damaged, or does not hold what they say (behind them after a kill -9).
 
 Ray's experiments are the study's record; the database holds the same search history in the
 form TPE (growing a study) and optuna-dashboard read: per arm one Optuna study, per Ray trial
@@ -132,11 +133,12 @@ def _intermediate_values(rows: list[dict]) -> dict[int, float]:
 
 def _frozen(trial: dict, distributions: dict) -> optuna.trial.FrozenTrial:
     state, value = expected(trial)
+    params = {name: trial["config"][name] for name in distributions if name in trial["config"]}
     return create_trial(
         state=state,
         value=value,
-        params={name: trial["config"][name] for name in distributions if name in trial["config"]},
-        distributions=distributions,
+        params=params,
+        distributions={name: distributions[name] for name in params},
         user_attrs={RAY_TRIAL_ATTR: trial["trial_id"]},
         intermediate_values=_intermediate_values(trial["rows"]),
     )
