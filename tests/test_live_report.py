@@ -12,12 +12,12 @@ from study_helpers import kill_tagged, start_study, tiny_spec, wait_for, write_s
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 
-@pytest.mark.slow
 def status_section(html: str) -> str:
     """The report's status section alone (the whole page embeds plotly.js, megabytes of it)."""
     return html.split("<h2>Status</h2>", 1)[1].split("<h2>", 1)[0]
 
 
+@pytest.mark.slow
 def test_the_report_is_live_while_the_study_runs_and_complete_at_the_end(tmp_path, bench):  # noqa: F811
     spec_path = write_spec(tmp_path, tiny_spec(bench))
     results, root = tmp_path / "results", tmp_path / "results" / "tiny"
@@ -43,3 +43,40 @@ def test_the_report_is_live_while_the_study_runs_and_complete_at_the_end(tmp_pat
     assert after.startswith("<p><b>Complete.</b>"), after
     assert pd.read_parquet(root / "tables" / "status.parquet")["state"].tolist() == ["complete"]
     assert "<td>single_level &minus; source_only</td>" in html.split("<h2>", 3)[2]
+
+
+def test_the_live_report_is_rebuilt_at_most_once_a_period_and_never_stops_the_study(
+    tmp_path, monkeypatch, caplog
+):
+    from types import SimpleNamespace
+
+    from study import live
+    from study.folder import StudyPaths
+
+    calls = []
+    monkeypatch.setattr(live, "refresh", lambda *args: calls.append(args))
+    clock = [1000.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    progress = SimpleNamespace(stage="search a", seconds_left=lambda: 42.0)
+    paths = StudyPaths(tmp_path)
+    report = live.LiveReport(paths, "search-a", progress, every_s=120)
+    first, second = (
+        SimpleNamespace(trial_id="t1", status="RUNNING"),
+        SimpleNamespace(trial_id="t2", status="RUNNING"),
+    )
+    report.on_trial_complete(0, [first, second], first)
+    clock[0] += 119
+    report.on_trial_error(0, [first, second], second)  # within the period: not rebuilt
+    assert calls == [(paths, "running", "search a", 42.0,
+                      {"search-a": {"t1": "TERMINATED", "t2": "RUNNING"}})]  # fmt: skip
+    clock[0] += 2
+    report.on_trial_error(0, [first, second], second)
+    assert calls[-1][-1] == {"search-a": {"t1": "RUNNING", "t2": "ERROR"}} and len(calls) == 2
+
+    def broken(*args):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(live, "refresh", broken)
+    clock[0] += 121
+    report.on_trial_complete(0, [first], first)  # a warning, never an exception
+    assert "the live report could not be rebuilt: disk on fire" in caplog.text

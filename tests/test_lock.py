@@ -97,6 +97,13 @@ def test_a_second_driver_on_the_same_study_exits_2_naming_the_first(tmp_path, be
         (line,) = second.stderr.strip().splitlines()
         assert line.startswith(f"error: {root}: another driver is running this study (host ")
         assert f"PID {first.pid}, started " in line
+        fresh = subprocess.run(  # never moves a running study aside
+            study_command(spec_path, results, "--fresh"), env=tagged_env(tags[1]),
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert fresh.returncode == 2, fresh.stderr[-3000:]
+        assert "another driver is running this study" in fresh.stderr
+        assert not list(results.glob("tiny.old-*")) and (root / "study.yaml").exists()
         _, err = first.communicate(timeout=600)
     finally:
         for tag in tags:
