@@ -167,11 +167,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
     def _relink(self) -> None:
         """Point every pickled Optuna trial at the database row of its Ray trial id."""
         trials = self._ot_study.get_trials(deepcopy=False)
-        rows = {t.user_attrs[RAY_TRIAL_ATTR]: t._trial_id for t in trials
+        rows = {t.user_attrs[RAY_TRIAL_ATTR]: row_id(t) for t in trials
                 if RAY_TRIAL_ATTR in t.user_attrs}  # fmt: skip
         # Compatibility, removed in 0.2.0: databases of 0.1 development builds hold trials
         # without a Ray trial id; the pickled row id is theirs.
-        unnamed = {t._trial_id for t in trials if RAY_TRIAL_ATTR not in t.user_attrs}
+        unnamed = {row_id(t) for t in trials if RAY_TRIAL_ATTR not in t.user_attrs}
         for trial_id, trial in list(self._ot_trials.items()):
             row = rows.get(trial_id)
             if row is None and row_id(trial) in unnamed:
