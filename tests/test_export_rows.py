@@ -17,6 +17,12 @@ SPACE = {"lr": {"log_uniform": [1e-4, 1e-2]}, "gan": {"categorical": ["vanilla",
          "eval_limit": {"categorical": ["all", 5]}}  # fmt: skip
 
 
+REPAIRS = (
+    "checkpoint_000002 could not be read; resumed from checkpoint_000001 (step 6)",
+    "checkpoint_000004 could not be read; resumed from checkpoint_000003 (step 12)",
+)
+
+
 def row(step, iteration, miou, **extra):
     return {"step": step, "training_iteration": iteration, "miou": miou, "seed": 7,
             "time_total_s": 10.0 * iteration, "compute_seconds": 9.0 * iteration,
@@ -58,11 +64,12 @@ def study(tmp_path):
     dump = json.dumps
     experiment(root, "search-a", [
         ("done", "TERMINATED", {"arm": "a", "stage": "search", "lr": 1e-3, "gan": "ls"},
-         [dump(row(6, 1, 0.2, split="select", peak_memory_gb=0.5)),
+         [dump(row(6, 1, 0.2, split="select", peak_memory_gb=0.5, repair=REPAIRS[0])),
           dump(row(12, 2, 0.3, peak_memory_gb=0.9)),
           '{"step": 18, "mi',  # cut by a kill; the restored run appends after it
           # the same report again after the restore (on another machine): the last wins
-          dump(row(12, 2, 0.35, peak_memory_gb=0.7, device="cpu AVX2 (test)", amp_used="none"))],
+          dump(row(12, 2, 0.35, peak_memory_gb=0.7, device="cpu AVX2 (test)", amp_used="none",
+                   repair=REPAIRS[1]))],
          None),
         ("stopped", "TERMINATED", {"arm": "a", "stage": "search", "lr": 2e-3},
          [dump(row(6, 1, 0.25))], None),
@@ -137,7 +144,8 @@ def test_every_trial_column(study):
         "report_miou_final": None, "report_miou_best_on_select": None, "wall_seconds": 20.0,
         "compute_seconds": 18.0, "lr": 1e-3, "gan": "ls",
         # the largest peak of the rows kept; the machine and amp of the last report
-        "peak_memory_gb": 0.7, "device": "cpu AVX2 (test)", "amp_used": "none", "repairs": None,
+        "peak_memory_gb": 0.7, "device": "cpu AVX2 (test)", "amp_used": "none",
+        "repairs": "; ".join(REPAIRS),  # what resumes repaired, oldest first
         "config": '{"arm": "a", "gan": "ls", "lr": 0.001, "stage": "search"}',
     }  # fmt: skip
     assert (trials["stopped"]["status"], trials["stopped"]["step_reached"]) == ("early_stopped", 6)
@@ -247,3 +255,39 @@ def test_a_running_drivers_statuses_win_over_a_lagging_snapshot(study):
     assert trials["stopped"]["status"] == "early_stopped" and trials["stopped"]["error"] is None
     lost = trials["lost"]  # not in the live statuses: the errors file still applies
     assert (lost["status"], lost["error"]) == ("errored", "RayActorError: the actor died")
+
+
+def test_a_spec_this_version_cannot_validate_still_exports_its_arms_by_name(study, capsys):
+    """An older study's saved spec (here: no data section, and keys this version does not
+    know) keeps its tables: the arms by name, without roles, and one warning naming what
+    failed, cut at 300 characters."""
+    spec = yaml.safe_load((study / "study.yaml").read_text())
+    spec.update({f"retired_key_{i}": i for i in range(8)})
+    (study / "study.yaml").write_text(yaml.safe_dump(spec))
+    export(study)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    head, tail = "warning: study.yaml: ", "; arms exported without roles"
+    assert line.startswith(head) and line.endswith(tail)
+    reason = line[len(head) : -len(tail)]
+    assert reason.startswith("9 validation errors for StudySpec data Field required")
+    assert len(reason) == 300  # cut
+    empty = {"role": None, "multi_level": None, "adapt_space": None, "use_target": None,
+             "num_steps": None, "searched": None, "planned_search": None,
+             "planned_confirm": None}  # fmt: skip
+    assert table(study, "arms") == [
+        {"study": "s", "arm": "a", "order": 0, **empty},
+        {"study": "s", "arm": "b", "order": 1, **empty},
+    ]
+    assert table(study, "comparisons") == []
+
+
+def test_export_takes_the_study_folder_or_its_paths(study, tmp_path):
+    from study.folder import StudyPaths
+
+    by_folder = export(study)
+    assert export(StudyPaths.of_study(study)) == by_folder
+    shared = tmp_path / "shared"  # Ray's experiments on a shared folder: <storage>/<name>/
+    shared.mkdir()
+    (study / "ray").rename(shared / "s")
+    assert export(StudyPaths(study, str(shared))) == by_folder
+    assert export(study)["trials"] == 0  # the folder alone: its spec names no storage
