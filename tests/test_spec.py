@@ -392,3 +392,25 @@ def test_a_single_arm_that_fixes_a_train_key_is_told_so(tmp_path):
     spec["search"]["space"] = {"lr": {"log_uniform": [1e-4, 1e-3]}}
     with pytest.raises(SpecError, match=r"train.gan: every arm overrides it \(fixed in each\)"):
         load_spec(write(tmp_path, spec))
+
+
+def test_a_grace_period_of_the_whole_run_is_accepted_one_step_more_is_not(tmp_path):
+    spec = with_("scheduler", {"kind": "asha", "grace_period": 20})  # num_steps 20
+    assert load_spec(write(tmp_path, spec), []).scheduler.grace_period == 20
+    spec["scheduler"]["grace_period"] = 21
+    with pytest.raises(SpecError, match="grace_period"):
+        load_spec(write(tmp_path, spec), [])
+
+
+def test_unset_and_empty_variables_are_one_error_naming_both(monkeypatch):
+    from study.spec import expand_env
+
+    monkeypatch.delenv("ADAPTSEG_UNSET", raising=False)
+    monkeypatch.setenv("ADAPTSEG_EMPTY", "")
+    raw = {"data": {"root": "${ADAPTSEG_UNSET}/x"}, "train": {"init_weights": "${ADAPTSEG_EMPTY}"}}
+    with pytest.raises(SpecError) as error:
+        expand_env(raw, "", "s.yaml")
+    assert str(error.value) == (
+        "s.yaml: environment variable not set: ADAPTSEG_UNSET (data.root); environment variable "
+        "empty: ADAPTSEG_EMPTY (train.init_weights) (export them, or set the keys with --set)"
+    )

@@ -40,3 +40,17 @@ def test_paired_difference_uses_only_the_seeds_both_arms_have():
     b = {0: 0.20, 1: 0.21, 3: 0.90}
     difference = paired_difference(a, b)
     assert difference.n == 2 and difference.mean == pytest.approx(0.105)
+
+
+def test_an_interval_that_reaches_a_bound_exactly_is_not_cut():
+    free = mean_ci([0.1, 0.3, 0.35])
+    exact = mean_ci([0.1, 0.3, 0.35], bounds=(free.low, free.high))
+    assert (exact.low, exact.high, exact.clipped) == (free.low, free.high, False)
+
+
+def test_an_interval_past_one_bound_is_cut_on_that_side_only():
+    free = mean_ci([0.1, 0.3, 0.35])
+    below = mean_ci([0.1, 0.3, 0.35], bounds=(free.low + 0.01, 1.0))
+    assert (below.low, below.high, below.clipped) == (free.low + 0.01, free.high, True)
+    above = mean_ci([0.1, 0.3, 0.35], bounds=(-1.0, free.high - 0.01))
+    assert (above.low, above.high, above.clipped) == (free.low, free.high - 0.01, True)
