@@ -105,15 +105,17 @@ def run_study(spec_path: Path, results: Path, *extra: str, timeout: int = 600):
 
 
 def start_study(
-    spec_path: Path, results: Path, tag: str, *extra: str, **popen
+    spec_path: Path, results: Path, tag: str, *extra: str, env: dict | None = None, **popen
 ) -> subprocess.Popen:
     """The study command in the background, every process it starts carrying ``tag`` (stop
-    them with ``kill_tagged``); stdout is dropped and stderr kept unless ``popen`` says."""
+    them with ``kill_tagged``); stdout is dropped and stderr kept unless ``popen`` says;
+    ``env`` adds variables (an S3 endpoint, credentials)."""
     options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True,
                "cwd": spec_path.parent, **popen}  # fmt: skip
     return subprocess.Popen(
-        study_command(spec_path, results, *extra), env=tagged_env(tag), **options
-    )
+        study_command(spec_path, results, *extra), env={**tagged_env(tag), **(env or {})},
+        **options,
+    )  # fmt: skip
 
 
 def wait_for(condition, timeout: float = 300, what: str = "the moment") -> None:

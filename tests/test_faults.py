@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 from invariants import check_study
-from study_helpers import kill_tagged, run_study, study_command, tagged_env, tiny_spec, write_spec
+from study_helpers import kill_tagged, run_study, start_study, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
 from study.optuna_db import OPTUNA_STATE
@@ -119,10 +119,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, bench, small_di
     tag = f"disk-full-{uuid.uuid4().hex[:8]}"
 
     # Fill the disk while the study runs: a file that grows until the disk is full.
-    driver = subprocess.Popen(
-        study_command(spec_path, results), env=tagged_env(tag), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    driver = start_study(spec_path, results, tag, stdout=subprocess.PIPE)
     try:
         import time
 

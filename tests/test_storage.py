@@ -15,8 +15,8 @@ from study_helpers import (
     LOOPBACK,
     kill_tagged,
     ray_env,
+    start_study,
     study_command,
-    tagged_env,
     tiny_spec,
     wait_for,
     write_spec,
@@ -81,10 +81,7 @@ def test_a_study_on_an_s3_uri_gets_tables_a_report_and_resumes_after_kill_9(
     root = results / "tiny"
 
     tag = f"s3-{uuid.uuid4().hex[:8]}"
-    driver = subprocess.Popen(
-        study_command(spec_path, results), env={**tagged_env(tag), **env}, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    driver = start_study(spec_path, results, tag, env=env, start_new_session=True)
     try:  # kill -9 once Ray has uploaded a snapshot and a checkpoint of the first search
         prefix = "runs/tiny/search-source_only/"
         wait_for(
