@@ -38,6 +38,8 @@ from study.plan import Interrupted, StudyIncomplete, legacy_fits, plan_key, read
 from study.preflight import check_resources, cluster_nodes
 from study.provenance import write_provenance
 from study.reconcile import (
+    SNAPSHOT,
+    forget_pending_decisions,
     repair_checkpoint_references,
     repair_snapshots,
     sessions,
@@ -315,13 +317,15 @@ def _fit_or_restore(
         # the first one was written, or none survived repair) Ray "restarts" the experiment
         # with num_samples=1, silently; a new Tuner runs the experiment as planned instead.
         # Ray's records are repaired in place where they are files here (local or a shared
-        # folder); behind a URI Ray restores them as they are.
+        # folder); behind a URI only the stale decisions are (in the mirror, then uploaded).
         records = paths.records() / name
         if not paths.remote:
             repair_snapshots(records)
         restorable = bool(sessions(records))
         if restorable and not paths.remote:
             repair_checkpoint_references(records)
+        if restorable and forget_pending_decisions(records) and paths.remote:
+            paths.upload(name, SNAPSHOT.format(sessions(records)[0]))
     if restorable:
         tuner = tune.Tuner.restore(
             path, trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -368,7 +372,7 @@ def run_search(
                 search_alg=make_search(spec, arm, paths.optuna_url, cfg.num_steps, concurrent),
                 scheduler=scheduler,
                 num_samples=samples,
-                max_concurrent_trials=spec.resources.max_concurrent_trials,
+                max_concurrent_trials=None,  # the searcher is limited (study.search)
                 reuse_actors=True,
             ),
             run_config=_run_config(spec, paths, name, progress, verbose, watch),

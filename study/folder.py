@@ -111,6 +111,16 @@ class StudyPaths:
         _mirror(self.experiments, mirror)
         return mirror
 
+    def upload(self, name: str, filename: str) -> None:
+        """Write a record of experiment ``name`` that was repaired in the mirror back to the
+        URI, where Ray restores from."""
+        import pyarrow.fs as pafs
+
+        filesystem, base = pafs.FileSystem.from_uri(self.experiment(name))
+        data = (self.root / MIRROR / name / filename).read_bytes()
+        with filesystem.open_output_stream(f"{base}/{filename}") as target:
+            target.write(data)
+
     def search_parts(self, arm: str, records: Path | None = None) -> list[str]:
         """The experiments of an arm's search that exist, in the order they were made."""
         folder = records or self.records()

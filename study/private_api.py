@@ -17,6 +17,13 @@ naming it, when an upgrade breaks one. What the project needs and neither librar
 * Ray Tune's experiment snapshot: a trial's checkpoint manager, pickled into it
   (``CLOUDPICKLE_FALLBACK``), whose ``_latest_checkpoint_result`` is what a restore resumes
   from, and ``ray.train._internal.session._TrainingResult`` to point it elsewhere.
+* Ray Tune's ``ConcurrencyLimiter``: its set of live trials (``live_trials``), which it does
+  not save, so a restored one drops the completion of every trial the rerun resumes
+  (``ResumableConcurrencyLimiter`` passes those on).
+* Ray Tune's controller state in the snapshot (``runner_data``): the decisions it held for
+  trials whose save or result was still in flight (``_cached_trial_decisions``,
+  ``_queued_trial_decisions``). Ray restores them with the snapshot although the futures they
+  belonged to died with the killed run (``drop_pending_decisions`` drops them).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from study.rows import METRIC_NAME, ORPHAN_ATTR, RAY_TRIAL_ATTR
@@ -100,7 +108,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if trial_id not in self._completed_trials and self._finished_in_optuna(trial_id):
             log.warning("result for trial %s, which Optuna has finished: dropped", trial_id)
             return
-        super().on_trial_result(trial_id, result)
+        # A trial resumed from an older checkpoint reports an iteration again; Optuna keeps
+        # the first value and warns, which is expected here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is already reported", UserWarning)
+            super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -139,14 +151,15 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self.__dict__.setdefault("_errored", set())
         self._completed_trials -= self._errored
         self._errored = set()
-        self._ot_study = optuna.load_study(
-            study_name=self._study_name, storage=self._storage, sampler=self._sampler,
-            pruner=optuna.pruners.NopPruner(),
-        )  # fmt: skip
+        self._ot_study = self._load_study()
         self._relink()
+        reopened = False
         for trial_id, trial in self._ot_trials.items():
             if trial_id not in self._completed_trials and reopen(self._storage, row_id(trial)):
+                reopened = True
                 log.warning("trial %s goes on in Ray Tune: reopened its Optuna trial", trial_id)
+        if reopened:  # the study's storage cache still holds those trials as finished
+            self._ot_study = self._load_study()
         known = {row_id(trial) for trial in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if row_id(frozen) in known:
@@ -163,6 +176,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
         for trial in self._ot_trials.values():
             trial.study, trial.storage = self._ot_study, self._ot_study._storage
             trial._cached_frozen_trial = trial.storage.get_trial(row_id(trial))
+
+    def _load_study(self) -> optuna.Study:
+        return optuna.load_study(
+            study_name=self._study_name, storage=self._storage, sampler=self._sampler,
+            pruner=optuna.pruners.NopPruner(),
+        )  # fmt: skip
 
     def _relink(self) -> None:
         """Point every pickled Optuna trial at the database row of its Ray trial id."""
@@ -234,3 +253,38 @@ def point_at(manager: Any, folder: Path | None) -> None:
             kept.append(newest)
         manager._latest_checkpoint_result = newest
     manager._checkpoint_results = kept
+
+
+class ResumableConcurrencyLimiter(ConcurrencyLimiter):
+    """Tune's ConcurrencyLimiter saves only its searcher, so after a restore it knows no live
+    trial and drops the completion of each trial the rerun resumed: the searcher (Optuna, TPE)
+    would never hear how they ended. Here a completion the limiter does not know goes to the
+    searcher all the same (which ignores trials it never asked for or already finished)."""
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self.live_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+        else:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+
+PENDING_DECISIONS = ("_cached_trial_decisions", "_queued_trial_decisions")
+
+
+def drop_pending_decisions(runner_data: dict) -> dict[str, str]:
+    """Remove the scheduling decisions (CONTINUE, PAUSE, STOP) the controller of a killed run
+    held for trials with a save or a result in flight; returns ``{trial_id: decision}``.
+
+    Ray Tune 2.60 writes them into the snapshot and restores them: a trial whose worker died
+    while its checkpoint was being saved is held with STOP, and when a rerun retries it
+    (``resume_errored``), that stale STOP ends it after its first checkpoint, TERMINATED at a
+    step short of its budget. A restored run has no futures in flight, so none applies."""
+    dropped: dict[str, str] = {}
+    for key in PENDING_DECISIONS:
+        decisions = runner_data.get(key)
+        if isinstance(decisions, dict) and decisions:
+            dropped.update({str(k): str(v) for k, v in decisions.items()})
+            runner_data[key] = {}
+    return dropped

@@ -9,6 +9,10 @@
 * ``repair_checkpoint_references``: a snapshot older than a trial's last checkpoints can name
   one Ray has since deleted; the trial is pointed at the newest one its folder holds.
 
+* ``forget_pending_decisions``: the snapshot of a killed run can hold the decision its
+  controller made for a trial whose checkpoint was being saved (a STOP for a trial whose worker
+  died); Ray applies it to the retried trial, which then ends after one report. Dropped.
+
 The Optuna database is derived from these records (``study.optuna_db``).
 """
 
@@ -20,7 +24,13 @@ import pickle
 from pathlib import Path
 
 from adaptseg.fileio import atomic_write_text
-from study.private_api import checkpoint_manager, point_at, resume_path, store_checkpoint_manager
+from study.private_api import (
+    checkpoint_manager,
+    drop_pending_decisions,
+    point_at,
+    resume_path,
+    store_checkpoint_manager,
+)
 
 log = logging.getLogger(__name__)
 SNAPSHOT = "experiment_state-{}.json"
@@ -149,3 +159,25 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
     if changed:
         atomic_write_text(path, json.dumps(state))
     return changed
+
+
+def forget_pending_decisions(experiment: Path) -> dict[str, str]:
+    """Drop the scheduling decisions the newest snapshot holds for trials whose save or result
+    was in flight when the run ended (study/private_api.py says why they are stale); returns
+    ``{trial_id: decision}`` dropped. The snapshot is rewritten only when one was held."""
+    names = sessions(experiment)
+    if not names:
+        return {}
+    path = experiment / SNAPSHOT.format(names[0])
+    state = json.loads(path.read_text())
+    runner_data = state.get("runner_data")
+    if not isinstance(runner_data, dict):
+        return {}
+    dropped = drop_pending_decisions(runner_data)
+    if dropped:
+        atomic_write_text(path, json.dumps(state))
+        log.info(
+            "%s: dropped the decisions the killed run held for trials in flight (%s)",
+            experiment.name, ", ".join(f"{t}: {d}" for t, d in sorted(dropped.items())),
+        )  # fmt: skip
+    return dropped

@@ -10,8 +10,9 @@ before anything resumes.
 from __future__ import annotations
 
 import optuna
+from ray.tune.search import Searcher
 
-from study.private_api import PruneAwareOptunaSearch
+from study.private_api import PruneAwareOptunaSearch, ResumableConcurrencyLimiter
 from study.space import arm_space
 from study.spec import StudySpec
 
@@ -31,9 +32,11 @@ def make_sampler(spec: StudySpec, concurrent: bool) -> optuna.samplers.BaseSampl
 
 def make_search(
     spec: StudySpec, arm: str, storage_url: str, max_step: int, concurrent: bool
-) -> PruneAwareOptunaSearch:
-    """The searcher of one arm; its Optuna study lives in the study directory's SQLite file."""
-    return PruneAwareOptunaSearch(
+) -> Searcher:
+    """The searcher of one arm; its Optuna study lives in the study directory's SQLite file.
+    With ``resources.max_concurrent_trials`` it comes wrapped in a concurrency limiter (pass
+    ``max_concurrent_trials=None`` to Tune then: Tune's own would forget resumed trials)."""
+    searcher = PruneAwareOptunaSearch(
         arm_space(spec, arm),
         metric="miou",
         mode="max",
@@ -42,3 +45,5 @@ def make_search(
         study_name=f"{spec.name}-{arm}",
         max_step=max_step,
     )
+    limit = spec.resources.max_concurrent_trials
+    return searcher if limit is None else ResumableConcurrencyLimiter(searcher, limit)

@@ -52,6 +52,11 @@ def test_the_mirror_of_a_uri_holds_every_record_but_the_checkpoints(tmp_path):
     paths.records()
     assert mirrored.read_text().splitlines() == ['{"step": 2}', '{"step": 4}']
 
+    repaired = records / "search-a" / "experiment_state-1.json"  # a repair made in the mirror
+    repaired.write_text(json.dumps({"trial_data": [], "runner_data": {}}))
+    paths.upload("search-a", repaired.name)
+    assert json.loads((store / repaired.name).read_text()) == {"trial_data": [], "runner_data": {}}
+
 
 @pytest.mark.slow
 def test_a_study_on_a_shared_folder_keeps_its_experiments_there(tmp_path, bench):  # noqa: F811

@@ -139,3 +139,33 @@ def test_ray_pickles_each_trials_checkpoint_manager_into_its_snapshot(tmp_path):
     assert private_api.resume_path(again) == str(experiment / folder / "checkpoint_000001")
     private_api.point_at(again, None)
     assert private_api.resume_path(again) is None
+
+    runner = state["runner_data"]
+    for key in private_api.PENDING_DECISIONS:
+        assert runner.get(key) == {}, f"runner_data[{key!r}]: Ray's pending trial decisions"
+    runner["_cached_trial_decisions"] = {"t": "STOP"}
+    assert private_api.drop_pending_decisions(runner) == {"t": "STOP"}
+    assert all(runner[key] == {} for key in private_api.PENDING_DECISIONS)
+
+
+def test_tunes_concurrency_limiter_saves_only_its_searcher(storage, tmp_path):
+    """So a restored limiter knows no live trial; the subclass passes their completions on."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = private_api.PruneAwareOptunaSearch(
+        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4
+    )
+    limiter = private_api.ResumableConcurrencyLimiter(searcher, max_concurrent=2)
+    assert isinstance(limiter, ConcurrencyLimiter)
+    assert limiter.suggest("a") is not None and limiter.live_trials == {"a"}
+    limiter.save(str(tmp_path / "searcher.pkl"))
+
+    fresh = private_api.PruneAwareOptunaSearch(
+        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4
+    )
+    restored = private_api.ResumableConcurrencyLimiter(fresh, max_concurrent=2)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.live_trials == set(), "Tune's limiter now saves its live trials"
+    restored.on_trial_complete("a", {"miou": 0.5, "step": 4})
+    (trial,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert trial.state == TrialState.COMPLETE and trial.value == 0.5

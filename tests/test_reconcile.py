@@ -157,3 +157,29 @@ def test_a_snapshot_naming_a_deleted_checkpoint_is_pointed_at_the_newest_one(tmp
     assert latest["gone"].endswith("checkpoint_000005")
     assert latest["fine"].endswith("checkpoint_000004") and latest["none"] is None
     assert repair_checkpoint_references(experiment) == []
+
+
+def test_decisions_a_killed_run_held_for_trials_in_flight_are_dropped(tmp_path):
+    from study.reconcile import forget_pending_decisions
+
+    experiment = tmp_path / "search-a"
+    experiment.mkdir()
+    older = experiment / "experiment_state-2026-01-01_00-00-00.json"
+    newest = experiment / "experiment_state-2026-01-01_00-00-01.json"
+    held = {"_cached_trial_decisions": {"t1": "STOP"}, "_queued_trial_decisions": {"t2": "PAUSE"}}
+    for path in (older, newest):
+        path.write_text(json.dumps({"trial_data": [], "runner_data": {**held, "_iteration": 7}}))
+    assert forget_pending_decisions(experiment) == {"t1": "STOP", "t2": "PAUSE"}
+    runner = json.loads(newest.read_text())["runner_data"]
+    assert runner == {
+        "_cached_trial_decisions": {},
+        "_queued_trial_decisions": {},
+        "_iteration": 7,
+    }
+    assert json.loads(older.read_text())["runner_data"]["_cached_trial_decisions"] == {
+        "t1": "STOP"
+    }
+    stamp = newest.stat().st_mtime_ns
+    assert forget_pending_decisions(experiment) == {}
+    assert newest.stat().st_mtime_ns == stamp  # nothing held: the snapshot is left as it is
+    assert forget_pending_decisions(tmp_path / "none") == {}
