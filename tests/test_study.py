@@ -346,12 +346,12 @@ def one_long_trial(bench: Path, **extra) -> dict:
 
 
 def start_until_checkpoint(
-    spec_path: Path, results: Path, tag: str = "untagged", index: int = 1
+    spec_path: Path, results: Path, tag: str = "untagged", index: int = 1, extra: tuple = ()
 ) -> tuple[subprocess.Popen, Path]:
     """Start (or resume) a one-arm study and return once its trial has written its checkpoint
     number ``index`` (from 0: by default its second)."""
     driver = subprocess.Popen(
-        study_command(spec_path, results), env=tagged_env(tag), cwd=spec_path.parent,
+        study_command(spec_path, results, *extra), env=tagged_env(tag), cwd=spec_path.parent,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     experiment = results / "tiny" / "ray" / "search-source_only"
@@ -500,20 +500,32 @@ def worker_pids(tag: str) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench):
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, bench, verbose):
     spec = one_long_trial(bench, max_failures=1)
     spec_path = write_spec(tmp_path, spec)
     results = tmp_path / "results"
-    driver, experiment = start_until_checkpoint(spec_path, results, tag=f"retry-{tmp_path.name}")
+    driver, experiment = start_until_checkpoint(
+        spec_path, results, tag=f"retry-{tmp_path.name}", extra=("--verbose",) if verbose else ()
+    )
     before = worker_pids(f"retry-{tmp_path.name}")
     assert before, "no trial worker found"
     for pid in before:
         os.kill(pid, signal.SIGKILL)
-    _, err = driver.communicate(timeout=300)
+    out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-3000:]
     (rows,) = experiment_trials(experiment)
     restart = next(i for i, r in enumerate(rows) if i and r["iterations_since_restore"] == 1)
     assert rows[restart]["step"] > 6 and rows[-1]["step"] == 60
+    retry_line = [line for line in err.splitlines()
+                  if "worker process has died" in line
+                  and line.endswith("Ray retries it from its last checkpoint")]  # fmt: skip
+    # Quiet (the default): one line for the failure, no traceback, no Ray status tables.
+    # --verbose: Ray Tune's own tables and the failed task's traceback as well.
+    assert ("Traceback (most recent call last)" in err) == verbose, err[-3000:]
+    assert ("Trial task failed for trial" in err) == verbose
+    assert ("Configuration for experiment" in out) == verbose, out[-3000:]
+    assert len(retry_line) == 1, err[-3000:]
 
 
 @pytest.mark.slow
