@@ -2,6 +2,11 @@
 kills of the driver (and of everything it started) at seeded random moments over the whole
 study, the same command run again after each, then the invariants of tests/invariants.py.
 
+Kills land in the first ``KILL_RUNS`` runs only; the run after them goes uninterrupted. Random
+moments alone could keep a study from finishing: a seed whose moments keep landing at start-up
+or just after a table export (seed 404598173 in CI) killed 40 runs in a row, each before it
+trained much.
+
 The seed is new on every run unless ``CHAOS_SEED`` is set (``.ci/run`` sets and prints one);
 ``CHAOS_SEED=<n> python -m pytest tests/test_chaos_random.py`` replays a failure's kill plan
 (the moments are the same; how far the study got by then depends on the machine)."""
@@ -19,7 +24,7 @@ from invariants import check_study
 from study_helpers import kill_tagged, study_command, tagged_env, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-MIN_KILLS, MAX_RUNS, PROGRESS_CAP_S = 8, 40, 4.0
+MIN_KILLS, KILL_RUNS, MAX_RUNS, PROGRESS_CAP_S = 8, 24, 40, 4.0
 
 
 def chaos_spec(benchmark: Path) -> dict:
@@ -124,16 +129,21 @@ def test_random_kill_9_of_an_asha_study_keeps_every_invariant(tmp_path, bench): 
     for run in range(MAX_RUNS):
         tag = f"chaos-{seed}-{run}"
         started = time.time()
-        driver = subprocess.Popen(
-            study_command(spec_path, results), env=tagged_env(tag), cwd=tmp_path,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+        with (tmp_path / f"run-{run}.err").open("w") as log:  # a pipe nobody reads can fill
+            driver = subprocess.Popen(
+                study_command(spec_path, results), env=tagged_env(tag), cwd=tmp_path,
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+            )  # fmt: skip
         kind, ready = moment(rng, root, started)
+        if run >= KILL_RUNS:
+            ready = bool  # returns False: this run is left to finish the study
         # Until MIN_KILLS kills happened, a run may progress at most PROGRESS_CAP_S seconds
         # (after its first new row), so that a fast machine cannot finish the study first.
         capped = progress_cap(root) if len(kills) < MIN_KILLS else (lambda: False)
         try:
+            deadline = time.time() + 1800
             while driver.poll() is None and not ready() and not capped():
+                assert time.time() < deadline, f"seed {seed}: run {run} hangs (run-{run}.err)"
                 time.sleep(0.05)
             if (root / "summary.json").exists():  # finished: a kill now tests nothing new
                 driver.wait(timeout=600)
@@ -154,7 +164,7 @@ def test_random_kill_9_of_an_asha_study_keeps_every_invariant(tmp_path, bench): 
         if final is not None:
             break
     assert final is not None, f"the study never finished in {MAX_RUNS} runs (seed {seed})"
-    _, err = final.communicate()
+    err = (tmp_path / f"run-{run}.err").read_text()
     assert final.returncode == 0, f"seed {seed}: the last run failed:\n{err[-3000:]}"
     assert len(kills) >= MIN_KILLS, f"seed {seed}: only {len(kills)} kills: {kills}"
     counts = check_study(root, spec)
