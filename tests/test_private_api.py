@@ -169,3 +169,20 @@ def test_tunes_concurrency_limiter_saves_only_its_searcher(storage, tmp_path):
     restored.on_trial_complete("a", {"miou": 0.5, "step": 4})
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.state == TrialState.COMPLETE and trial.value == 0.5
+
+
+def test_an_iteration_reported_again_after_a_resume_keeps_its_first_value_quietly(storage):
+    """A trial resumed from an older checkpoint reports an iteration again: Optuna keeps the
+    first value, and its warning about it does not reach the user's terminal."""
+    import warnings
+
+    search = private_api.PruneAwareOptunaSearch(
+        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4
+    )
+    search.suggest("a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search.on_trial_result("a", {"miou": 0.2, "training_iteration": 2, "step": 2})
+        search.on_trial_result("a", {"miou": 0.3, "training_iteration": 2, "step": 2})
+    (trial,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert trial.intermediate_values == {2: 0.2}
