@@ -17,11 +17,19 @@ from adaptseg.torchfile import TorchFileError, read_torch_file
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 # Written into every checkpoint and checked on load. 2: discriminators and their optimisers
-# keyed by level, D layers under the official names; 1 (earlier versions) is migrated on
-# load; that migration is removed in 0.2.0.
+# keyed by level, D layers under the official names.
 CHECKPOINT_FORMAT = 2
-REQUIRED_KEYS = ("format", "step", "config", "model", "discriminators", "optimizer_g",
-                 "optimizers_d", "streams", "rng")  # fmt: skip
+REQUIRED_KEYS = (
+    "format",
+    "step",
+    "config",
+    "model",
+    "discriminators",
+    "optimizer_g",
+    "optimizers_d",
+    "streams",
+    "rng",
+)
 
 
 class CheckpointError(ValueError):
@@ -63,8 +71,6 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {exc}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not an adaptseg checkpoint (not a mapping)")
-    if state.get("format") == 1:
-        state = migrate_format_1(state)
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"{path}: not an adaptseg checkpoint (no `{missing[0]}` key)")
@@ -74,19 +80,6 @@ def load_state(path: str | Path) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT}"
         )
     return state
-
-
-def migrate_format_1(state: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 kept ``d_main`` / ``d_aux`` and ``optimizer_d`` (None for a level not built);
-    format 2 keys both by the levels built. D's old layer names are mapped on load by
-    ``FCDiscriminator`` itself."""
-    out = {k: v for k, v in state.items() if k not in ("d_main", "d_aux", "optimizer_d")}
-    levels = [level for level in ("main", "aux") if state.get(f"d_{level}") is not None]
-    out["discriminators"] = {level: state[f"d_{level}"] for level in levels}
-    optimizers = state.get("optimizer_d") or {}
-    out["optimizers_d"] = {level: optimizers.get(level) for level in levels}
-    out["format"] = CHECKPOINT_FORMAT
-    return out
 
 
 def load_latest(directory: str | Path) -> tuple[dict[str, Any], Path] | None:

@@ -40,12 +40,23 @@ class CheckpointFormatError(ValueError):
     """The checkpoint cannot be read or does not fit the model it describes."""
 
 
-OFFICIAL = {"input_size_target": "512x1024", "eval_classes": 19, "aspp_branches": 2,
-            "preprocess": "caffe", "eval_limit": None, "target_root": None,
-            "align_corners": True}  # fmt: skip
-FLAGS = {"size": "input_size_target", "classes": "eval_classes", "aspp_branches":
-         "aspp_branches", "preprocess": "preprocess", "limit": "eval_limit", "data":
-         "target_root"}  # fmt: skip
+OFFICIAL = {
+    "input_size_target": "512x1024",
+    "eval_classes": 19,
+    "aspp_branches": 2,
+    "preprocess": "caffe",
+    "eval_limit": None,
+    "target_root": None,
+    "align_corners": True,
+}
+FLAGS = {
+    "size": "input_size_target",
+    "classes": "eval_classes",
+    "aspp_branches": "aspp_branches",
+    "preprocess": "preprocess",
+    "limit": "eval_limit",
+    "data": "target_root",
+}
 
 
 def protocol(config: Mapping[str, Any] | None, args: argparse.Namespace) -> tuple[dict, list]:
@@ -62,8 +73,10 @@ def protocol(config: Mapping[str, Any] | None, args: argparse.Namespace) -> tupl
         if value is None:
             continue
         if config is not None and str(value) != str(settings[key]):
-            notes.append(f"--{flag.replace('_', '-')} {value} overrides the checkpoint's "
-                         f"{key} {settings[key]}")  # fmt: skip
+            notes.append(
+                f"--{flag.replace('_', '-')} {value} overrides the checkpoint's "
+                f"{key} {settings[key]}"
+            )
         settings[key] = value
     return settings, notes
 
@@ -135,9 +148,12 @@ def load_model(
         settings = {**describe_state(state), "bn_mode": "train"}
     settings["aspp_branches"] = aspp_branches
     model = build_generator(
-        settings["num_classes"], settings["backbone"], settings["multi_level"],
-        settings["aspp_branches"], settings["bn_mode"],
-    )  # fmt: skip
+        settings["num_classes"],
+        settings["backbone"],
+        settings["multi_level"],
+        settings["aspp_branches"],
+        settings["bn_mode"],
+    )
     own = model.state_dict()
     needed = [k for k in own if not k.endswith("num_batches_tracked")]
     missing = [k for k in needed if k not in state]
@@ -248,12 +264,22 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     metrics = evaluate(
-        model, dataset, device, built["num_classes"], int(settings["eval_classes"]), save_dir,
+        model,
+        dataset,
+        device,
+        built["num_classes"],
+        int(settings["eval_classes"]),
+        save_dir,
         bool(settings["align_corners"]),
-    )  # fmt: skip
+    )
     print(format_table(metrics, built["num_classes"]))
     if args.json:
-        record = {"checkpoint": str(checkpoint), "weights": args.weights, "split": args.split,
-                  **built, **metrics}  # fmt: skip
+        record = {
+            "checkpoint": str(checkpoint),
+            "weights": args.weights,
+            "split": args.split,
+            **built,
+            **metrics,
+        }
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
     return 0

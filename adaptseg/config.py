@@ -62,9 +62,12 @@ class TrainConfig(BaseModel):
     ``python -m study.reference``) says what each key means."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", strict=True, allow_inf_nan=False,
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
         use_attribute_docstrings=True,
-    )  # fmt: skip
+    )
 
     # --- data ---------------------------------------------------------------------------
     source: Literal["gta5", "synthia", "cityscapes", "random"] = "gta5"

@@ -27,12 +27,23 @@ CPU_ISAS = ("baseline", "AVX2", "AVX-512", "AVX-512 BF16", "AMX")
 NATIVE_BF16_ISAS = frozenset({"AVX-512 BF16", "AMX"})
 # oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) -> the highest CPU kind they let kernels use.
 ONEDNN_CAPS = {
-    "SSE41": "baseline", "AVX": "baseline", "AVX2": "AVX2", "AVX2_VNNI": "AVX2",
-    "AVX2_VNNI_2": "AVX2", "AVX512_CORE": "AVX-512", "AVX512_CORE_VNNI": "AVX-512",
-    "AVX512_CORE_BF16": "AVX-512 BF16", "AVX512_CORE_FP16": "AVX-512 BF16",
-    "AVX10_1_512": "AVX-512 BF16", "AVX512_CORE_AMX": "AMX", "AVX512_CORE_AMX_FP16": "AMX",
-    "AVX10_1_512_AMX": "AMX", "AVX10_1_512_AMX_FP16": "AMX", "ALL": "AMX", "DEFAULT": "AMX",
-}  # fmt: skip
+    "SSE41": "baseline",
+    "AVX": "baseline",
+    "AVX2": "AVX2",
+    "AVX2_VNNI": "AVX2",
+    "AVX2_VNNI_2": "AVX2",
+    "AVX512_CORE": "AVX-512",
+    "AVX512_CORE_VNNI": "AVX-512",
+    "AVX512_CORE_BF16": "AVX-512 BF16",
+    "AVX512_CORE_FP16": "AVX-512 BF16",
+    "AVX10_1_512": "AVX-512 BF16",
+    "AVX512_CORE_AMX": "AMX",
+    "AVX512_CORE_AMX_FP16": "AMX",
+    "AVX10_1_512_AMX": "AMX",
+    "AVX10_1_512_AMX_FP16": "AMX",
+    "ALL": "AMX",
+    "DEFAULT": "AMX",
+}
 # torch.backends.cpu.get_cpu_capability() -> the highest CPU kind ATen's kernels use.
 ATEN_CAPS = {"DEFAULT": "baseline", "NO AVX": "baseline", "AVX2": "AVX2", "AVX512": "AMX"}
 
@@ -119,9 +130,11 @@ def detect(device: torch.device) -> DeviceCapabilities:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return DeviceCapabilities(
-            "cuda", torch.cuda.get_device_name(index), kind,
+            "cuda",
+            torch.cuda.get_device_name(index),
+            kind,
             tuple(torch.cuda.get_device_capability(index)),
-        )  # fmt: skip
+        )
     return DeviceCapabilities("cpu", name, kind)
 
 

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate the first N images only (default: the checkpoint's eval_limit, else all)",
     )
     add("--json", metavar="FILE", help="also write the metrics as JSON")
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,9 +101,11 @@ class LossWindow:
         self.rows = []
         self.seconds, self.steps = trainer.train_seconds, trainer.step_count
         return Logged(
-            trainer.step_count, losses, images / seconds if seconds > 0 else 0.0,
+            trainer.step_count,
+            losses,
+            images / seconds if seconds > 0 else 0.0,
             trainer.compute_seconds,
-        )  # fmt: skip
+        )
 
 
 def events(

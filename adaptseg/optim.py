@@ -76,8 +76,13 @@ class RepeatedVisitSGD(torch.optim.Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                    "foreach": foreach, "fused": fused}  # fmt: skip
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "fused": fused,
+        }
         super().__init__(groups, defaults)
         self.visits = dict(visits)
 
@@ -94,10 +99,18 @@ class RepeatedVisitSGD(torch.optim.Optimizer):
                     torch._foreach_add_(grads, chosen, alpha=group["weight_decay"])
                 buffers = [self.state[p].get("momentum_buffer") for p in chosen]
                 functional_sgd(
-                    chosen, grads, buffers, foreach=group["foreach"], fused=group["fused"],
-                    weight_decay=0.0, momentum=group["momentum"], lr=group["lr"],
-                    dampening=0.0, nesterov=False, maximize=False,
-                )  # fmt: skip
+                    chosen,
+                    grads,
+                    buffers,
+                    foreach=group["foreach"],
+                    fused=group["fused"],
+                    weight_decay=0.0,
+                    momentum=group["momentum"],
+                    lr=group["lr"],
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                )
                 for parameter, buffer in zip(chosen, buffers, strict=True):
                     self.state[parameter]["momentum_buffer"] = buffer
         return loss
@@ -112,9 +125,13 @@ def build_g_optimizer(cfg: TrainConfig, model: Generator) -> torch.optim.Optimiz
     if cfg.optimizer == "sgd":
         visits = backbone_visits(model, cfg.backbone_update)
         return RepeatedVisitSGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-            visits=visits, **implementation(cfg),
-        )  # fmt: skip
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            visits=visits,
+            **implementation(cfg),
+        )
     return torch.optim.Adam(
         groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **implementation(cfg)
     )

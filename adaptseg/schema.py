@@ -78,8 +78,10 @@ def _fields_at(model: type[BaseModel] | None, path: list[str]) -> list[str]:
 
 
 # pydantic puts the member of a union it tried into the error's location; not a key.
-UNION_MEMBER = re.compile(r"^(constrained-|function-|literal\[|nullable\[|list\[|dict\[|"
-                          r"tuple\[|(int|float|str|bool|none)$)")  # fmt: skip
+UNION_MEMBER = re.compile(
+    r"^(constrained-|function-|literal\[|nullable\[|list\[|dict\[|"
+    r"tuple\[|(int|float|str|bool|none)$)"
+)
 
 
 def _wanted(error: Mapping[str, Any]) -> str | None:

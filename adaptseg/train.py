@@ -39,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adaptseg.train", description=__doc__)
     parser.add_argument("--config", help="YAML of config keys (defaults: the official code's)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key (repeatable), e.g. --set lambda_adv_main=0.002",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     return parser
 
@@ -118,13 +122,23 @@ def run(cfg: TrainConfig, out: Path, data: RunData | None = None) -> Iterator[di
                 if isinstance(event, Ended):
                     raise event.error
                 if isinstance(event, Logged):
-                    record = {"step": event.step, "kind": "train", **event.losses,
-                              "compute_seconds": event.compute_seconds}  # fmt: skip
-                    bar.set_postfix({k.removeprefix("loss_"): f"{v:.3f}"
-                                     for k, v in event.losses.items()}, refresh=False)  # fmt: skip
+                    record = {
+                        "step": event.step,
+                        "kind": "train",
+                        **event.losses,
+                        "compute_seconds": event.compute_seconds,
+                    }
+                    bar.set_postfix(
+                        {k.removeprefix("loss_"): f"{v:.3f}" for k, v in event.losses.items()},
+                        refresh=False,
+                    )
                 elif isinstance(event, Evaluated):
-                    record = {"step": event.step, "kind": "eval", "split": event.split,
-                              **event.metrics}  # fmt: skip
+                    record = {
+                        "step": event.step,
+                        "kind": "eval",
+                        "split": event.split,
+                        **event.metrics,
+                    }
                     bar.write(f"step {event.step}: {event.split} miou {record['miou']:.4f}")
                 else:
                     saved = event.step % cfg.checkpoint_every == 0 or event.last

@@ -129,8 +129,10 @@ class Trainer:
             load_init_weights(self.model, cfg.init_weights, cfg.min_init_match)
         # The levels G has heads for, in the order their losses are taken (aux, then main).
         self.levels = tuple(level for level in LEVELS if level == "main" or cfg.multi_level)
-        built = {level: FCDiscriminator(self._d_channels(level), cfg.ndf)
-                 for level in sorted(self.levels, key=LEVELS_BUILT_FIRST.index)}  # fmt: skip
+        built = {
+            level: FCDiscriminator(self._d_channels(level), cfg.ndf)
+            for level in sorted(self.levels, key=LEVELS_BUILT_FIRST.index)
+        }
         self.discriminators = {level: built[level] for level in self.levels}
         for level, discriminator in self.discriminators.items():
             path = getattr(cfg, f"init_discriminator_{level}")
@@ -352,10 +354,12 @@ class Trainer:
             dataset = torch.utils.data.Subset(dataset, range(limit))
         workers = self.cfg.num_workers
         loader = DataLoader(
-            dataset, batch_size=1, num_workers=workers,
+            dataset,
+            batch_size=1,
+            num_workers=workers,
             worker_init_fn=ignore_interrupts if workers else None,
             generator=loader_generator(self.cfg.seed),
-        )  # fmt: skip
+        )
         confusion = ConfusionMatrix(self.cfg.num_classes, self.device)
         self.model.eval()
         batches = worker_batches(loader)

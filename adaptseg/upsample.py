@@ -56,8 +56,10 @@ def separable_bilinear(x: Tensor, size: tuple[int, int], align_corners: bool) ->
     if x.dim() != 4 or len(size) != 2 or min(size) <= 0 or not math.prod(x.shape[-2:]):
         raise ValueError(f"expected an (N, C, H, W) tensor and an HxW size, got {tuple(x.shape)}")
     height, width = _matrices(
-        (int(x.shape[-2]), int(x.shape[-1])), (int(size[0]), int(size[1])), align_corners,
+        (int(x.shape[-2]), int(x.shape[-1])),
+        (int(size[0]), int(size[1])),
+        align_corners,
         str(x.device),
-    )  # fmt: skip
+    )
     with torch.autocast(x.device.type, enabled=False):
         return height @ x.float() @ width

@@ -33,8 +33,9 @@ def overrides(mode: str, device: str) -> list[str]:
         return pairs
     return pairs + [
         f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-        for key, value in FAST.items() if key != "cudnn_benchmark" or device == "cuda"
-    ]  # fmt: skip
+        for key, value in FAST.items()
+        if key != "cudnn_benchmark" or device == "cuda"
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", default=None, help="HxW of a benchmark to generate")
     parser.add_argument("--counts", default="1000,1000,200")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time (CUDA: use 1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where both modes train (the same check on CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where both modes train (the same check on CUDA)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     meta = args.root / "synthetic.json"
@@ -75,8 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(train_and_evaluate, jobs):
-            print(f"{row['arm']:>8} seed {row['seed']}: miou {row['miou']:.4f} "
-                  f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{row['arm']:>8} seed {row['seed']}: miou {row['miou']:.4f} "
+                f"({row['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             runs.append({"mode": row["arm"], "seed": row["seed"], "miou": row["miou"]})
     by_mode = {m: [r["miou"] for r in runs if r["mode"] == m] for m in ("faithful", "fast")}
     spread = max(max(v) - min(v) for v in by_mode.values())

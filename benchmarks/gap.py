@@ -32,9 +32,15 @@ from adaptseg.trainer import Trainer
 # The small preset on the synthetic benchmark: a net trained from scratch needs Adam
 # (docs/data.md); D is the paper's design at ndf 32; horizontal flips as in the prototype.
 PRESET: dict[str, Any] = {
-    "backbone": "small", "ndf": 32, "optimizer": "adam", "lr": 1e-3, "batch_size": 4,
-    "random_mirror": True, "num_workers": 0, "preprocess": "torchvision",
-}  # fmt: skip
+    "backbone": "small",
+    "ndf": 32,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "batch_size": 4,
+    "random_mirror": True,
+    "num_workers": 0,
+    "preprocess": "torchvision",
+}
 ARMS: dict[str, dict[str, Any]] = {
     "source_only": {"use_target": False, "multi_level": False},
     "oracle": {"use_target": False, "multi_level": False, "source": "cityscapes"},
@@ -130,13 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument(
-        "--lambda-adv", type=float, default=ARMS["single_level"]["lambda_adv_main"],
+        "--lambda-adv",
+        type=float,
+        default=ARMS["single_level"]["lambda_adv_main"],
         help="lambda_adv_main of the single_level arm",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[],
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
         help="override a config key of every arm",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -160,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(train_and_evaluate, jobs):
-            print(f"{row['arm']:>12} seed {row['seed']}: miou {row['miou']:.4f} "
-                  f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{row['arm']:>12} seed {row['seed']}: miou {row['miou']:.4f} "
+                f"({row['seconds']:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             results.append(row)
     summary = {"steps": args.steps, "lambda_adv": args.lambda_adv, "runs": results}
     if set(ARMS) <= set(arms):

@@ -61,16 +61,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             gta5_samples(root / "gta5"), (720, 1280), CITYSCAPES_LABELS, "caffe"
         ),
         "target_cityscapes_512x1024": SegmentationFiles(
-            cityscapes_samples(root / "cityscapes", "train", False), (512, 1024),
-            CITYSCAPES_LABELS, "caffe", with_labels=False,
+            cityscapes_samples(root / "cityscapes", "train", False),
+            (512, 1024),
+            CITYSCAPES_LABELS,
+            "caffe",
+            with_labels=False,
         ),
-    }  # fmt: skip
+    }
     rows = []
     for name, dataset in streams.items():
         for workers in (int(w) for w in args.workers.split(",")):
             rate = images_per_second(dataset, workers, args.draws)
-            rows.append({"stream": name, "num_workers": workers,
-                         "images_per_second": round(rate, 2)})  # fmt: skip
+            rows.append(
+                {"stream": name, "num_workers": workers, "images_per_second": round(rate, 2)}
+            )
     result: dict[str, Any] = {"benchmark": "loader", "file_size": args.file_size, "rows": rows}
     if args.step_json:
         step = json.loads(args.step_json.read_text())

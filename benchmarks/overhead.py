@@ -39,12 +39,15 @@ def seconds_per_step(steps: int = 20) -> float:
     from adaptseg.data import RandomSegDataset
     from adaptseg.trainer import Trainer
 
-    cfg = build_config({**train_settings(100), "source": "random", "target": "random",
-                        "multi_level": False}, origin="benchmarks/overhead.py")  # fmt: skip
+    cfg = build_config(
+        {**train_settings(100), "source": "random", "target": "random", "multi_level": False},
+        origin="benchmarks/overhead.py",
+    )
     trainer = Trainer(
-        cfg, RandomSegDataset(8, cfg.input_size_source),
+        cfg,
+        RandomSegDataset(8, cfg.input_size_source),
         RandomSegDataset(8, cfg.input_size_target, domain=1, with_labels=False),
-    )  # fmt: skip
+    )
     trainer.step()
     start = time.perf_counter()
     for _ in range(steps):
@@ -54,29 +57,44 @@ def seconds_per_step(steps: int = 20) -> float:
 
 def train_settings(num_steps: int) -> dict[str, Any]:
     return {
-        "backbone": "small", "ndf": 16, "optimizer": "adam", "lr": 1.0e-3, "batch_size": 4,
-        "preprocess": "torchvision", "input_size_source": SIZE, "input_size_target": SIZE,
-        "num_steps": num_steps, "schedule_steps": num_steps,
-        "eval_every": max(1, num_steps // 4), "num_workers": 0, "eval_limit": 20,
-    }  # fmt: skip
+        "backbone": "small",
+        "ndf": 16,
+        "optimizer": "adam",
+        "lr": 1.0e-3,
+        "batch_size": 4,
+        "preprocess": "torchvision",
+        "input_size_source": SIZE,
+        "input_size_target": SIZE,
+        "num_steps": num_steps,
+        "schedule_steps": num_steps,
+        "eval_every": max(1, num_steps // 4),
+        "num_workers": 0,
+        "eval_limit": 20,
+    }
 
 
 def study_spec(bench: Path, trials: int, concurrency: int, num_steps: int) -> dict[str, Any]:
     return {
         "name": "overhead",
-        "data": {"synthetic": {"root": str(bench), "seed": 0, "size": SIZE,
-                               "counts": [200, 200, 40]}},
+        "data": {
+            "synthetic": {"root": str(bench), "seed": 0, "size": SIZE, "counts": [200, 200, 40]}
+        },
         "train": train_settings(num_steps),
         "arms": {"single_level": {"multi_level": False}},
-        "search": {"num_samples": trials, "sampler": {"kind": "random", "seed": 0},
-                   "space": {"lambda_adv_main": {"log_uniform": [1.0e-3, 1.0e-2]}}},
+        "search": {
+            "num_samples": trials,
+            "sampler": {"kind": "random", "seed": 0},
+            "space": {"lambda_adv_main": {"log_uniform": [1.0e-3, 1.0e-2]}},
+        },
         "scheduler": {"kind": "none"},
         "confirm": {"top_k": 0, "seeds": [0]},
-        "resources": {"cpus_per_trial": 2 // concurrency or 1,
-                      "max_concurrent_trials": concurrency},
+        "resources": {
+            "cpus_per_trial": 2 // concurrency or 1,
+            "max_concurrent_trials": concurrency,
+        },
         "checkpoint": {"every_evals": 1, "num_to_keep": 2},
         "ray": {"num_cpus": 2},
-    }  # fmt: skip
+    }
 
 
 def trial_rows(experiment: Path) -> list[list[dict[str, Any]]]:
@@ -125,8 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         result = subprocess.run(
             [sys.executable, "-m", "study.run", str(path), "--results", str(work), *extra],
-            capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         wall = time.perf_counter() - start
         if result.returncode != 0:
             raise SystemExit(f"the study failed:\n{result.stderr[-3000:]}")

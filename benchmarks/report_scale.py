@@ -20,8 +20,8 @@ from common import emit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fabricate import ARMS, fabricate  # noqa: E402
 
-from reports.build import build
-from study.export import export
+from reports.report import build
+from study.tables.export import export
 
 
 def measure(trials: int, evals: int) -> dict:
@@ -34,13 +34,14 @@ def measure(trials: int, evals: int) -> dict:
         report = build(root)
         built = time.perf_counter()
         return {
-            "trials": counts["trials"], "eval_rows": counts["evals"],
+            "trials": counts["trials"],
+            "eval_rows": counts["evals"],
             "class_iou_rows": counts["class_iou"],
             "export_seconds": round(exported - start, 2),
             "report_seconds": round(built - exported, 2),
             "total_seconds": round(built - start, 2),
             "html_mb": round(report.stat().st_size / 1e6, 2),
-        }  # fmt: skip
+        }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,8 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--evals", type=int, default=30)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    result = {"benchmark": "report_scale", **measure(args.trials, args.evals),
-              "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    result = {
+        "benchmark": "report_scale",
+        **measure(args.trials, args.evals),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     return emit(result, args.json)
 
 

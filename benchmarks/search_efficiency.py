@@ -31,9 +31,11 @@ from common import emit
 
 METHODS = {
     "random": {"sampler": {"kind": "random"}, "scheduler": {"kind": "none"}},
-    "asha_tpe": {"sampler": {"kind": "tpe", "n_startup_trials": 4},
-                 "scheduler": {"kind": "asha", "reduction_factor": 3}},
-}  # fmt: skip
+    "asha_tpe": {
+        "sampler": {"kind": "tpe", "n_startup_trials": 4},
+        "scheduler": {"kind": "asha", "reduction_factor": 3},
+    },
+}
 
 
 def study_spec(bench: Path, method: str, seed: int, trials: int, steps: int) -> dict[str, Any]:
@@ -44,13 +46,27 @@ def study_spec(bench: Path, method: str, seed: int, trials: int, steps: int) -> 
         scheduler["grace_period"] = eval_every
     return {
         "name": f"{method}-{seed}",
-        "data": {"synthetic": {"root": str(bench), "seed": 0, "size": "64x128",
-                               "counts": [400, 400, 80]}},
+        "data": {
+            "synthetic": {
+                "root": str(bench),
+                "seed": 0,
+                "size": "64x128",
+                "counts": [400, 400, 80],
+            }
+        },
         "train": {
-            "backbone": "small", "ndf": 16, "optimizer": "adam", "batch_size": 4,
-            "preprocess": "torchvision", "input_size_source": "64x128",
-            "input_size_target": "64x128", "num_steps": steps, "schedule_steps": steps,
-            "eval_every": eval_every, "checkpoint_every": eval_every, "num_workers": 0,
+            "backbone": "small",
+            "ndf": 16,
+            "optimizer": "adam",
+            "batch_size": 4,
+            "preprocess": "torchvision",
+            "input_size_source": "64x128",
+            "input_size_target": "64x128",
+            "num_steps": steps,
+            "schedule_steps": steps,
+            "eval_every": eval_every,
+            "checkpoint_every": eval_every,
+            "num_workers": 0,
         },
         "arms": {"single_level": {"multi_level": False}},
         "search": {
@@ -67,7 +83,7 @@ def study_spec(bench: Path, method: str, seed: int, trials: int, steps: int) -> 
         "resources": {"cpus_per_trial": 2, "max_concurrent_trials": 1},
         "checkpoint": {"every_evals": 1, "num_to_keep": 1},
         "ray": {"num_cpus": 2},
-    }  # fmt: skip
+    }
 
 
 def trials_in_order(experiment: Path) -> list[list[dict[str, Any]]]:
@@ -107,10 +123,11 @@ def run_study(spec: dict[str, Any], work: Path, extra: list[str]) -> float:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "study.run", str(path), "--results", str(work / "results"),
-         *extra],
-        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [sys.executable, "-m", "study.run", str(path), "--results", str(work / "results"), *extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if result.returncode != 0:
         raise SystemExit(f"{spec['name']} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
@@ -141,8 +158,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 experiment = work / "results" / spec["name"] / "ray" / "search-single_level"
                 record[method] = {**summarise(experiment), "wall_seconds": round(seconds, 1)}
                 record[method]["_trials"] = trials_in_order(experiment)
-                print(f"seed {seed} {method}: {record[method]['best_miou']:.4f} best, "
-                      f"{record[method]['total_steps']} trial-steps", file=sys.stderr)  # fmt: skip
+                print(
+                    f"seed {seed} {method}: {record[method]['best_miou']:.4f} best, "
+                    f"{record[method]['total_steps']} trial-steps",
+                    file=sys.stderr,
+                )
             target = record["random"]["best_miou"]
             other = record["asha_tpe"]["best_miou"]
             for method in METHODS:

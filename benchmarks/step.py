@@ -34,9 +34,12 @@ from common import emit
 
 FAITHFUL: dict[str, Any] = {}
 FAST: dict[str, Any] = {
-    "amp": "auto", "channels_last": True, "optimizer_impl": "fused", "cudnn_benchmark": True,
+    "amp": "auto",
+    "channels_last": True,
+    "optimizer_impl": "fused",
+    "cudnn_benchmark": True,
     "upsample": "separable",
-}  # fmt: skip
+}
 
 
 class FixedBatches:
@@ -88,15 +91,25 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
     from adaptseg.trainer import Trainer
 
     source_size, target_size = _sizes(case["size"])
-    cfg = build_config({
-        "source": "random", "target": "random", "backbone": case["backbone"],
-        "multi_level": case["levels"] == "multi", "input_size_source": source_size,
-        "input_size_target": target_size, "num_workers": 0, "device": case["device"],
-        "ndf": case.get("ndf", 64), **MODES[case["mode"]],
-    }, origin="benchmarks/step.py")  # fmt: skip
+    cfg = build_config(
+        {
+            "source": "random",
+            "target": "random",
+            "backbone": case["backbone"],
+            "multi_level": case["levels"] == "multi",
+            "input_size_source": source_size,
+            "input_size_target": target_size,
+            "num_workers": 0,
+            "device": case["device"],
+            "ndf": case.get("ndf", 64),
+            **MODES[case["mode"]],
+        },
+        origin="benchmarks/step.py",
+    )
     source = RandomSegDataset(4, cfg.input_size_source, cfg.num_classes)
-    target = RandomSegDataset(4, cfg.input_size_target, cfg.num_classes, domain=1,
-                              with_labels=False)  # fmt: skip
+    target = RandomSegDataset(
+        4, cfg.input_size_target, cfg.num_classes, domain=1, with_labels=False
+    )
     trainer = Trainer(cfg, source, target)
     if case.get("data", "prefetched") == "prefetched":
         trainer.source_stream = FixedBatches(source, cfg.batch_size, trainer.device)
@@ -148,8 +161,9 @@ def measure(case: dict[str, Any]) -> dict[str, Any]:
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, __file__, "--case", json.dumps(case)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise SystemExit(f"{case} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -169,10 +183,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument(
-        "--data", choices=("prefetched", "loader"), default="prefetched",
+        "--data",
+        choices=("prefetched", "loader"),
+        default="prefetched",
         help="prefetched (default): time the step alone on batches made beforehand on the "
         "device; loader: through the data stream (benchmarks/loader.py measures loading)",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -183,30 +199,51 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for backbone in args.backbone.split(","):
         for levels in args.levels.split(","):
             for mode in args.modes.split(","):
-                case = {"backbone": backbone, "size": args.size, "levels": levels, "mode": mode,
-                        "steps": args.steps, "warmup": args.warmup, "device": args.device,
-                        "ndf": args.ndf, "flops": not args.no_flops,
-                        "data": args.data}  # fmt: skip
+                case = {
+                    "backbone": backbone,
+                    "size": args.size,
+                    "levels": levels,
+                    "mode": mode,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "device": args.device,
+                    "ndf": args.ndf,
+                    "flops": not args.no_flops,
+                    "data": args.data,
+                }
                 rows.append(run_case(case))
-                print(f"{backbone} {levels} {mode}: {rows[-1]['seconds_per_iteration']:.3f} s/it",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"{backbone} {levels} {mode}: {rows[-1]['seconds_per_iteration']:.3f} s/it",
+                    file=sys.stderr,
+                )
     ratios = []
     for row in rows:
         if not row["mode"].startswith("fast"):
             continue
         same = ("backbone", "size", "levels")
-        base = next((r for r in rows if r["mode"] == "faithful" and
-                     all(r[k] == row[k] for k in same)), None)  # fmt: skip
+        base = next(
+            (r for r in rows if r["mode"] == "faithful" and all(r[k] == row[k] for k in same)),
+            None,
+        )
         if base:
-            ratios.append({
-                **{k: row[k] for k in ("backbone", "size", "levels", "mode", "cpu_kind")},
-                "speedup_fast_over_faithful": round(
-                    base["seconds_per_iteration"] / row["seconds_per_iteration"], 3),
-                "memory_fast_over_faithful": round(
-                    row["peak_memory_gb"] / base["peak_memory_gb"], 3),
-            })  # fmt: skip
-    result = {"benchmark": "step", "rows": rows, "ratios": ratios,
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+            ratios.append(
+                {
+                    **{k: row[k] for k in ("backbone", "size", "levels", "mode", "cpu_kind")},
+                    "speedup_fast_over_faithful": round(
+                        base["seconds_per_iteration"] / row["seconds_per_iteration"], 3
+                    ),
+                    "memory_fast_over_faithful": round(
+                        row["peak_memory_gb"] / base["peak_memory_gb"], 3
+                    ),
+                }
+            )
+    result = {
+        "benchmark": "step",
+        "rows": rows,
+        "ratios": ratios,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     return emit(result, args.json)
 
 

@@ -37,25 +37,38 @@ def spec(args: argparse.Namespace, packing: int, bench: Path, cuda: bool) -> dic
     cores = os.cpu_count() or 1
     return {
         "name": f"packing{packing}",
-        "data": {"synthetic": {"root": str(bench), "size": args.bench_size,
-                               "counts": [16, 16, 8]}},
+        "data": {
+            "synthetic": {"root": str(bench), "size": args.bench_size, "counts": [16, 16, 8]}
+        },
         "train": {
-            "backbone": args.backbone, "input_size_source": source,
-            "input_size_target": target or source, "num_steps": args.steps,
-            "schedule_steps": args.steps, "eval_every": args.steps, "num_workers": 0,
-            "deterministic": True, "eval_limit": 4, "ndf": args.ndf,
+            "backbone": args.backbone,
+            "input_size_source": source,
+            "input_size_target": target or source,
+            "num_steps": args.steps,
+            "schedule_steps": args.steps,
+            "eval_every": args.steps,
+            "num_workers": 0,
+            "deterministic": True,
+            "eval_limit": 4,
+            "ndf": args.ndf,
             **{k: v for k, v in FAST.items() if cuda or k != "cudnn_benchmark"},
         },
         "arms": {"single_level": {"multi_level": False}},
-        "search": {"num_samples": packing, "sampler": {"kind": "random", "seed": 0},
-                   "space": {"lr": {"categorical": [args.lr]}}},
+        "search": {
+            "num_samples": packing,
+            "sampler": {"kind": "random", "seed": 0},
+            "space": {"lr": {"categorical": [args.lr]}},
+        },
         "scheduler": {"kind": "none"},
         "confirm": {"top_k": 0, "seeds": [0]},
         # One thread per trial on CPU whatever the packing: the same kernels, the same sums.
-        "resources": {"gpus_per_trial": 1 / packing if cuda else 0, "cpus_per_trial": 1,
-                      "max_concurrent_trials": packing},
+        "resources": {
+            "gpus_per_trial": 1 / packing if cuda else 0,
+            "cpus_per_trial": 1,
+            "max_concurrent_trials": packing,
+        },
         "ray": {"num_cpus": max(cores, packing)},
-    }  # fmt: skip
+    }
 
 
 def measure(args: argparse.Namespace, packing: int, work: Path, cuda: bool) -> dict:
@@ -64,10 +77,19 @@ def measure(args: argparse.Namespace, packing: int, work: Path, cuda: bool) -> d
     (folder / "study.yaml").write_text(yaml.safe_dump(spec(args, packing, work / "bench", cuda)))
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "study.run", str(folder / "study.yaml"), "--results",
-         str(folder / "results"), *(["--node-ip-address", args.node_ip] if args.node_ip else [])],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "study.run",
+            str(folder / "study.yaml"),
+            "--results",
+            str(folder / "results"),
+            *(["--node-ip-address", args.node_ip] if args.node_ip else []),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if result.returncode != 0:
         raise SystemExit(f"packing {packing} failed:\n{result.stderr[-3000:]}")
     rows = []
@@ -113,9 +135,15 @@ def main(argv: list[str] | None = None) -> dict:
         row["speedup_over_one"] = round(row["steps_per_second"] / rows[0]["steps_per_second"], 3)
         row["results_unchanged"] = all(abs(m - alone) <= 1e-6 for m in row["final_miou_per_trial"])
     device = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"
-    result = {"benchmark": "throughput", "device": device, "backbone": args.backbone,
-              "size": args.size, "steps": args.steps, "rows": rows,
-              "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    result = {
+        "benchmark": "throughput",
+        "device": device,
+        "backbone": args.backbone,
+        "size": args.size,
+        "steps": args.steps,
+        "rows": rows,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     return emit(result, args.json)
 
 

@@ -61,18 +61,26 @@ def main(argv: list[str] | None = None) -> dict:
             x = torch.randn(1, 19, *size_in, device=device, dtype=dtype, requires_grad=True)
             official = timed(interpolate, x, size_out, args.repeats, device)
             matrix = timed(separable, x, size_out, args.repeats, device)
-            rows.append({
-                "case": name, "dtype": str(dtype).removeprefix("torch."),
-                "interpolate_ms": round(1000 * official, 3),
-                "separable_ms": round(1000 * matrix, 3),
-                "speedup": round(official / matrix, 3),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "case": name,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "interpolate_ms": round(1000 * official, 3),
+                    "separable_ms": round(1000 * matrix, 3),
+                    "speedup": round(official / matrix, 3),
+                }
+            )
         x = torch.randn(1, 19, *size_in, device=device)
         difference = (interpolate(x, size_out) - separable(x, size_out)).abs().max().item()
         rows.append({"case": name, "max_abs_difference_fp32": difference})
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    result = {"benchmark": "upsample", "device": device_name, "rows": rows,
-              "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    result = {
+        "benchmark": "upsample",
+        "device": device_name,
+        "rows": rows,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     return emit(result, args.json)
 
 

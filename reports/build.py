@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from pathlib import Path
-from typing import Any
 
-# pandas and plotly load after the arguments parse (--help is instant); the report's names
-# stay importable from here.
-_REPORT = ("Report", "build", "importance_scores")
+from reports.layout import StudyFolder
 
-
-def __getattr__(name: str) -> Any:
-    if name in _REPORT:
-        return getattr(import_module("reports.report"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# pandas and plotly load after the arguments parse (--help is instant).
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study_dir", type=Path, help="results/<study>")
     parser.add_argument("-o", "--output", type=Path, help="default: <study_dir>/report.html")
     args = parser.parse_args(argv)
-    if not (args.study_dir / "tables" / "trials.parquet").is_file():
+    folder = StudyFolder(args.study_dir)
+    if not folder.table("trials").is_file():
         print(
             f"error: {args.study_dir}: no tables (run python -m study.export {args.study_dir})",
             file=sys.stderr,
@@ -37,13 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from reports.report import build
 
-    target = args.output or args.study_dir / "report.html"
+    target = args.output or folder.report
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         path = build(args.study_dir, target)
     except OSError as exc:
-        print(f"error: {target}: cannot write the report ({exc.strerror or exc}); "
-              "write it elsewhere with -o FILE", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {target}: cannot write the report ({exc.strerror or exc}); "
+            "write it elsewhere with -o FILE",
+            file=sys.stderr,
+        )
         return 2
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-HEALTHY_D_LOSS = (0.2, 0.5)  # the band the authors describe for the vanilla GAN (issue #69)
+from reports.gan import HEALTHY_D_LOSS  # the band the authors describe (issue #69)
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 

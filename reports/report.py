@@ -3,9 +3,7 @@ reports.build`` writes (the command line is in ``reports/build.py``)."""
 
 from __future__ import annotations
 
-import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,23 @@ import plotly.offline
 
 from adaptseg.fileio import atomic_write_text
 from reports import figures
-from reports.stats import Interval, miou_interval, paired_difference
+from reports.cost import compute_hours
+from reports.gan import gan_outliers
+from reports.importance import param_importances
+from reports.layout import StudyFolder
+from reports.stats import miou_interval, paired_difference
+from reports.status import status_rows
+from reports.text import (
+    columns,
+    count,
+    duration,
+    esc,
+    interval_text,
+    number,
+    optional,
+    short_verdict,
+    verdict_sentence,
+)
 
 BASELINE_ORDER = ("source_only", "bn_control")  # roles, bottom first (the arms table's `role`)
 CSS = """
@@ -28,51 +42,40 @@ padding:.5rem 1rem} pre{background:#f7f7f7;padding:.8rem;overflow:auto;font-size
 """
 
 
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
 class Report:
     """The sections of one report, assembled from the tables."""
 
     def __init__(self, study_dir: Path) -> None:
-        tables = study_dir / "tables"
-        self.trials = pd.read_parquet(tables / "trials.parquet")
-        self.evals = pd.read_parquet(tables / "evals.parquet")
-        self.class_iou = pd.read_parquet(tables / "class_iou.parquet")
-        spec_file = study_dir / "study.yaml"
-        self.spec_text = spec_file.read_text() if spec_file.exists() else ""
-        provenance = study_dir / "provenance.json"
+        folder = StudyFolder(study_dir)
+        self.trials = pd.read_parquet(folder.table("trials"))
+        self.evals = pd.read_parquet(folder.table("evals"))
+        self.class_iou = pd.read_parquet(folder.table("class_iou"))
+        self.spec_text = folder.spec_file.read_text() if folder.spec_file.exists() else ""
+        provenance = folder.provenance
         self.provenance = json.loads(provenance.read_text()) if provenance.exists() else {}
-        self.arm_table = _read_optional(tables / "arms.parquet")
-        pairs = _read_optional(tables / "comparisons.parquet")
-        if self.arm_table is not None and len(self.arm_table):
-            self.arm_table = self.arm_table.sort_values("order")
-            self.arms = list(self.arm_table["arm"])
-            self.name = str(self.arm_table["study"].iloc[0])
-        else:  # tables exported by an older version: the arms the trials name
-            self.arms = list(dict.fromkeys(self.trials["arm"]))
-            self.name = str(self.trials["study"].iloc[0]) if len(self.trials) else study_dir.name
+        self.arm_table = pd.read_parquet(folder.table("arms")).sort_values("order")
+        pairs = pd.read_parquet(folder.table("comparisons"))
+        self.arms = list(self.arm_table["arm"])
+        self.name = (
+            str(self.arm_table["study"].iloc[0]) if len(self.arm_table) else folder.root.name
+        )
         roles = self._column("role")
         self.baselines = [
             next(a for a in self.arms if roles.get(a) == role)
             for role in BASELINE_ORDER
             if role in roles.values()
         ]
-        self.pairs = (
-            [(r.arm, r.baseline) for r in pairs.sort_values("order").itertuples()]
-            if pairs is not None
-            else [(a, b) for b in self.baselines for a in self.arms if a != b]
-        )
+        self.pairs = [(r.arm, r.baseline) for r in pairs.sort_values("order").itertuples()]
         self.searched = {
             arm: json.loads(text) for arm, text in self._column("searched").items() if text
         }
-        self.study_dir = study_dir
+        self.folder = folder
         self.figure_count = 0
 
     def _column(self, name: str) -> dict[str, Any]:
-        """arm -> the arms table's ``name`` (empty without the table or the column)."""
-        if self.arm_table is None or name not in self.arm_table:
+        """arm -> the arms table's ``name`` (empty without the column: a study whose spec this
+        version cannot validate has its arms without roles)."""
+        if name not in self.arm_table:
             return {}
         values = self.arm_table.set_index("arm")[name]
         return {arm: None if pd.isna(value) else value for arm, value in values.items()}
@@ -90,9 +93,7 @@ class Report:
     def headline_trials(self) -> pd.DataFrame:
         """The confirm trials the headline numbers come from: rank 0 of the current plan."""
         confirm = self.trials[(self.trials["stage"] == "confirm") & (self.trials["rank"] == 0)]
-        if "current" in confirm:
-            confirm = confirm[confirm["current"].fillna(True).astype(bool)]
-        return confirm
+        return confirm[confirm["current"].fillna(True).astype(bool)]
 
     def confirm_scores(self, model: str) -> dict[str, dict[int, float]]:
         """Per arm, seed -> report-split mIoU of the rank-0 config (``model``: final or
@@ -107,31 +108,16 @@ class Report:
 
     # --- sections --------------------------------------------------------------------------
     def status_rows(self) -> list[dict[str, Any]]:
-        """Per arm and stage: trials planned, done, running, errored and not started, and the
-        best select mIoU so far."""
-        planned = {"search": self._column("planned_search"),
-                   "confirm": self._column("planned_confirm")}  # fmt: skip
-        rows = []
-        for arm in self.arms:
-            for stage in ("search", "confirm"):
-                trials = self.trials[(self.trials["arm"] == arm) & (self.trials["stage"] == stage)]
-                if "current" in trials:
-                    trials = trials[trials["current"].fillna(True).astype(bool)]
-                counts = trials["status"].value_counts()
-                running, errored = int(counts.get("running", 0)), int(counts.get("errored", 0))
-                done = len(trials) - running - errored
-                want = planned[stage].get(arm)
-                best = trials["best_miou"].max() if len(trials) else math.nan
-                rows.append({
-                    "arm": arm, "stage": stage, "done": done, "running": running,
-                    "errored": errored,
-                    "pending": max(int(want) - len(trials), 0) if want is not None else None,
-                    "best": None if pd.isna(best) else float(best),
-                })  # fmt: skip
-        return rows
+        """Per arm and stage: trials done, running, errored and not started, and the best
+        select mIoU so far (``reports.status``)."""
+        planned = {
+            "search": self._column("planned_search"),
+            "confirm": self._column("planned_confirm"),
+        }
+        return status_rows(self.trials, self.arms, planned)
 
     def status(self) -> str:
-        state = _read_optional(self.study_dir / "tables" / "status.parquet")
+        state = _read_optional(self.folder.table("status"))
         if state is None or state.empty:
             line = "No status recorded (tables exported by hand)."
         else:
@@ -140,7 +126,7 @@ class Report:
                 line = "<b>Complete.</b>"
             elif row["state"] == "running":
                 left = row["seconds_left"]
-                when = f"; {_duration(left)} left in this stage" if pd.notna(left) else ""
+                when = f"; {duration(left)} left in this stage" if pd.notna(left) else ""
                 line = f"<b>Running</b>: {esc(row['stage'])}{when}."
             else:
                 line = f"<b>{esc(str(row['state']).capitalize())}</b> during {esc(row['stage'])}."
@@ -149,7 +135,7 @@ class Report:
             f"<tr><td>{esc(r['arm'])}</td><td>{r['stage']}</td><td class='num'>{r['done']}</td>"
             f"<td class='num'>{r['running']}</td><td class='num'>"
             f"{'' if r['pending'] is None else r['pending']}</td><td class='num'>{r['errored']}"
-            f"</td><td class='num'>{_optional(r['best'])}</td></tr>"
+            f"</td><td class='num'>{optional(r['best'])}</td></tr>"
             for r in self.status_rows()
         )
         return (
@@ -165,11 +151,16 @@ class Report:
         finals = self.confirm_scores("final")
         roles = self._column("role")
         return [
-            {"arm": arm, "role": roles.get(arm) or "", "seeds": len(scores[arm]),
-             "best": miou_interval(list(scores[arm].values())),
-             "final": miou_interval(list(finals.get(arm, {}).values()))}
-            for arm in self.arms if arm in scores
-        ]  # fmt: skip
+            {
+                "arm": arm,
+                "role": roles.get(arm) or "",
+                "seeds": len(scores[arm]),
+                "best": miou_interval(list(scores[arm].values())),
+                "final": miou_interval(list(finals.get(arm, {}).values())),
+            }
+            for arm in self.arms
+            if arm in scores
+        ]
 
     def comparison_rows(self) -> list[dict[str, Any]]:
         """Per compared pair with confirm results on both sides: the paired difference a - b
@@ -179,8 +170,14 @@ class Report:
         for arm, base in self.pairs:
             if arm in scores and base in scores:
                 diff = paired_difference(scores[arm], scores[base])
-                rows.append({"arm": arm, "baseline": base, "diff": diff,
-                             "verdict": _verdict(arm, base, diff)})  # fmt: skip
+                rows.append(
+                    {
+                        "arm": arm,
+                        "baseline": base,
+                        "diff": diff,
+                        "verdict": verdict_sentence(arm, base, diff),
+                    }
+                )
         return rows
 
     def ablation(self) -> str:
@@ -193,15 +190,15 @@ class Report:
         )
         body = "".join(
             f"<tr><td>{esc(r['arm'])}</td><td>{esc(r['role'])}</td><td class='num'>"
-            f"{r['seeds']}</td><td class='num'>{_interval(r['best'])}</td>"
-            f"<td class='num'>{_interval(r['final'])}</td></tr>"
+            f"{r['seeds']}</td><td class='num'>{interval_text(r['best'])}</td>"
+            f"<td class='num'>{interval_text(r['final'])}</td></tr>"
             for r in arms
         )
         pairs = self.comparison_rows()
         compared = "".join(
             f"<tr><td>{esc(r['arm'])} &minus; {esc(r['baseline'])}</td><td class='num'>"
-            f"{r['diff'].n}</td><td class='num'>{_interval(r['diff'], signed=True)}</td>"
-            f"<td>{_short_verdict(r['diff'])}</td></tr>"
+            f"{r['diff'].n}</td><td class='num'>{interval_text(r['diff'], signed=True)}</td>"
+            f"<td>{short_verdict(r['diff'])}</td></tr>"
             for r in pairs
         )
         comparisons = (
@@ -219,15 +216,17 @@ class Report:
                 "seeds: no interval can be drawn (add seeds to confirm.seeds)."
             )
         if pairs and not verdicts:
-            verdicts.append("No comparison's interval excludes 0: the study cannot tell these "
-                            "arms apart at this number of seeds.")  # fmt: skip
+            verdicts.append(
+                "No comparison's interval excludes 0: the study cannot tell these "
+                "arms apart at this number of seeds."
+            )
         seeds = max(r["seeds"] for r in arms)
         clipped = any(r["best"].clipped or r["final"].clipped for r in arms) or any(
             r["diff"].clipped for r in pairs
         )
         note = (
             f"<p class='note'>Intervals are 95% Student-t intervals over "
-            f"{_count(seeds, 'seed')}, cut to the range the quantity can take ([0, 1] for an "
+            f"{count(seeds, 'seed')}, cut to the range the quantity can take ([0, 1] for an "
             "mIoU, [-1, 1] for a difference)"
             + ("; &dagger; marks an interval that reached past it and was cut" if clipped else "")
             + ". With so few seeds they are wide; an interval that includes 0 means the study "
@@ -245,25 +244,35 @@ class Report:
         if not arms:
             return "no confirm-stage results"
         lines = [["arm", "seeds", "mIoU (report, best-on-select)"]]
-        lines += [[r["arm"], str(r["seeds"]), _interval(r["best"])] for r in arms]
+        lines += [[r["arm"], str(r["seeds"]), interval_text(r["best"])] for r in arms]
         pairs = self.comparison_rows()
         compared = [["comparison", "seeds", "difference (paired)", "verdict"]]
         compared += [
-            [f"{r['arm']} - {r['baseline']}", str(r["diff"].n),
-             _interval(r["diff"], signed=True), _short_verdict(r["diff"], html_text=False)]
+            [
+                f"{r['arm']} - {r['baseline']}",
+                str(r["diff"].n),
+                interval_text(r["diff"], signed=True),
+                short_verdict(r["diff"], html_text=False),
+            ]
             for r in pairs
-        ]  # fmt: skip
-        return _columns(lines) + ("\n\n" + _columns(compared) if pairs else "")
+        ]
+        return columns(lines) + ("\n\n" + columns(compared) if pairs else "")
 
     def summary_pairs(self) -> list[dict[str, Any]]:
         """The comparisons for ``summary.json``."""
         return [
-            {"arm": r["arm"], "baseline": r["baseline"], "difference": _number(r["diff"].mean),
-             "low": _number(r["diff"].low), "high": _number(r["diff"].high),
-             "paired_seeds": r["diff"].n, "clipped": r["diff"].clipped,
-             "verdict": _short_verdict(r["diff"], html_text=False)}
+            {
+                "arm": r["arm"],
+                "baseline": r["baseline"],
+                "difference": number(r["diff"].mean),
+                "low": number(r["diff"].low),
+                "high": number(r["diff"].high),
+                "paired_seeds": r["diff"].n,
+                "clipped": r["diff"].clipped,
+                "verdict": short_verdict(r["diff"], html_text=False),
+            }
             for r in self.comparison_rows()
-        ]  # fmt: skip
+        ]
 
     def per_class_rows(self) -> pd.DataFrame:
         """Per-class IoU of the headline: rank-0 confirm trials, best-on-select, report split."""
@@ -308,15 +317,16 @@ class Report:
         if drawn:
             parts.append(self.figure(figures.sensitivity(self.trials, drawn, self.arms, logs)))
         elif lambdas:
-            parts.append("<p class='note'>Lambda sensitivity: no search trial has been "
-                         "evaluated yet.</p>")  # fmt: skip
+            parts.append(
+                "<p class='note'>Lambda sensitivity: no search trial has been evaluated yet.</p>"
+            )
         return "".join(parts) or "<p>No search trial has been evaluated yet.</p>"
 
     def importance(self) -> str:
         values: dict[str, dict[str, float]] = {}
         notes = []
         for arm in self.arms:
-            result = _importance(self.trials, self.evals, arm, self.searched.get(arm, {}))
+            result = param_importances(self.trials, self.evals, arm, self.searched.get(arm, {}))
             if isinstance(result, str):
                 notes.append(f"{esc(arm)}: {esc(result)}")
             else:
@@ -328,27 +338,7 @@ class Report:
         return out
 
     def gan(self) -> str:
-        adversarial, flagged = [], []
-        for row in self.trials.itertuples():
-            config = json.loads(row.config or "{}")
-            weights = [config.get("lambda_adv_main", 0) or 0, config.get("lambda_adv_aux", 0) or 0]
-            if not config.get("use_target", True) or max(weights) <= 0:
-                continue
-            adversarial.append(row.trial_id)
-            if config.get("gan", "vanilla") != "vanilla":
-                continue
-            d_loss = self.evals[
-                (self.evals["trial_id"] == row.trial_id) & (self.evals["split"] == "select")
-            ]
-            d_loss = d_loss.sort_values("step")["loss_d_main"].dropna()
-            tail = d_loss.iloc[len(d_loss) // 2 :]
-            if len(tail) and not (
-                figures.HEALTHY_D_LOSS[0] <= tail.mean() <= figures.HEALTHY_D_LOSS[1]
-            ):
-                flagged.append(
-                    f"{esc(row.arm)} {esc(row.stage)} {esc(row.trial_id)}: mean D loss "
-                    f"{tail.mean():.3f} over the second half of training"
-                )
+        adversarial, flagged = gan_outliers(self.trials, self.evals)
         if not adversarial:
             return "<p>No adversarial trials.</p>"
         if not self.evals["trial_id"].isin(adversarial).any():
@@ -359,7 +349,7 @@ class Report:
             "0.2-0.5 band the authors describe (LS-GAN's scale differs and is not flagged).</p>"
         )
         listing = (
-            "<ul>" + "".join(f"<li>{f}</li>" for f in flagged) + "</ul>"
+            "<ul>" + "".join(f"<li>{esc(f)}</li>" for f in flagged) + "</ul>"
             if flagged
             else "<p>None flagged.</p>"
         )
@@ -427,150 +417,12 @@ class Report:
         )
 
 
-def compute_hours(trials: pd.DataFrame, arms: pd.DataFrame | None) -> tuple[float, float | None]:
-    """(compute hours spent, the planned study's hours at the measured seconds per step of
-    each arm: None until every arm has trained a step, or without the arms table)."""
-    spent = float(trials["compute_seconds"].fillna(0).sum()) / 3600
-    if arms is None or "planned_search" not in arms or trials.empty:
-        return spent, None
-    total = 0.0
-    for arm in arms.itertuples():
-        rows = trials[(trials["arm"] == arm.arm) & trials["compute_seconds"].notna()]
-        steps = rows["step_reached"].sum()
-        if not steps:
-            return spent, None
-        per_step = rows["compute_seconds"].sum() / steps
-        total += per_step * arm.num_steps * (arm.planned_search + arm.planned_confirm)
-    return spent, total / 3600
-
-
 def _read_optional(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _optional(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    minutes = seconds / 60
-    if minutes < 1:
-        return "under a minute"
-    return f"about {minutes:.0f} min" if minutes < 90 else f"about {minutes / 60:.1f} h"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else round(value, 6)
-
-
-def _columns(lines: list[list[str]]) -> str:
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _interval(interval: Interval, signed: bool = False) -> str:
-    if interval.n == 0:
-        return "-"
-    sign = "+" if signed else ""
-    if interval.n < 2 or math.isnan(interval.low):
-        return f"{interval.mean:{sign}.4f} (1 seed: no interval)"
-    mark = "\u2020" if interval.clipped else ""
-    return f"{interval.mean:{sign}.4f} [{interval.low:{sign}.4f}, {interval.high:{sign}.4f}]{mark}"
-
-
-def _short_verdict(diff: Interval, html_text: bool = True) -> str:
-    """The table's verdict cell: words only where the interval excludes 0."""
-    if diff.n < 2:
-        return "no interval (1 seed)"
-    if not diff.excludes_zero:
-        return "cannot tell apart"
-    word = "better" if diff.mean > 0 else "worse"
-    return f"<b>{word}</b>" if html_text else word
-
-
-def _verdict(arm: str, base: str, diff: Interval) -> str:
-    """One sentence for a comparison whose interval excludes 0."""
-    word = "beats" if diff.mean > 0 else "is worse than"
-    return (
-        f"<b>{esc(arm)} {word} {esc(base)}</b> by {abs(diff.mean):.4f} mIoU "
-        f"(95% interval [{diff.low:+.4f}, {diff.high:+.4f}], {_count(diff.n, 'paired seed')})."
-    )
-
-
-def importance_scores(
-    trials: pd.DataFrame, evals: pd.DataFrame, arm: str
-) -> tuple[pd.DataFrame, str]:
-    """The search trials and the score to explain: the final select mIoU of the trials that
-    trained to the end when at least 3 did; else, under ASHA, every trial's select mIoU at the
-    last step all of them reached (so early-stopped trials count, at an equal budget)."""
-    search = trials[(trials["arm"] == arm) & (trials["stage"] == "search")]
-    completed = search[search["status"] == "completed"]
-    if len(completed) >= 3:
-        return completed.assign(score=completed["final_miou"]), "final select mIoU"
-    ok = search[search["status"].isin(["completed", "early_stopped"])]
-    rows = evals[evals["trial_id"].isin(ok["trial_id"]) & (evals["split"] == "select")
-                 & (evals["model"] == "current") & evals["miou"].notna()]  # fmt: skip
-    if rows.empty:
-        return ok.iloc[0:0].assign(score=[]), "select mIoU"
-    common = int(rows.groupby("trial_id")["step"].max().min())
-    at = rows[rows["step"] == common].set_index("trial_id")["miou"]
-    scored = ok[ok["trial_id"].isin(at.index)]
-    label = f"select mIoU at step {common}, which every search trial reached"
-    return scored.assign(score=scored["trial_id"].map(at).to_numpy()), label
-
-
-def optuna_distribution(dist: dict[str, list]) -> Any:
-    """The Optuna distribution of one searched parameter as the arms table writes it
-    (``{"log_uniform": [low, high]}``, ``{"int": ...}``, ``{"uniform": ...}``,
-    ``{"categorical": [...]}``)."""
-    import optuna
-
-    ((kind, values),) = dist.items()
-    if kind == "categorical":
-        return optuna.distributions.CategoricalDistribution(values)
-    if kind == "int":
-        return optuna.distributions.IntDistribution(*values)
-    return optuna.distributions.FloatDistribution(*values, log=kind == "log_uniform")
-
-
-def _importance(
-    trials: pd.DataFrame, evals: pd.DataFrame, arm: str, searched: dict[str, dict]
-) -> tuple[dict[str, float], str] | str:
-    """optuna.importance (PED-ANOVA) over the arm's search trials, rebuilt from the tables;
-    returns the importances and what they explain, or why there are none."""
-    import optuna
-
-    if len(searched) < 2:
-        return "fewer than two searched parameters"
-    rows, label = importance_scores(trials, evals, arm)
-    if len(rows) < 3:
-        return f"{len(rows)} scored search trials; importance needs at least 3"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {name: optuna_distribution(dist) for name, dist in searched.items()}
-    study = optuna.create_study(direction="maximize")
-    for row in rows.itertuples():
-        params = {name: getattr(row, name) for name in searched}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=distributions, value=float(row.score)
-            )
-        )
-    try:
-        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return optuna.importance.get_param_importances(study, evaluator=evaluator), label
-    except (RuntimeError, ValueError) as exc:
-        return f"importance failed: {exc}"
-
-
 def build(study_dir: Path, output: Path | None = None) -> Path:
-    output = output or study_dir / "report.html"
+    output = output or StudyFolder(study_dir).report
     text = Report(study_dir).render()
     atomic_write_text(output, text)
     return output

@@ -1,248 +1,22 @@
-"""``python -m study.export results/<study>``: Ray Tune's trial results -> three Parquet tables.
-
-Built from each trial's ``result.json`` (every reported key; ``progress.csv`` drops columns) and
-the newest experiment snapshot (trial status and errors). Works while the study runs (rows then
-lag by up to one flush). Rows replayed after a hard kill are dropped: for each (step, split,
-model) the row of the last restore segment wins. Schemas are explicit, so an all-empty column
-keeps its type and tables from different runs concatenate. Files are written atomically.
+"""``python -m study.export results/<study> [-o DIR]``: the study's tables rebuilt from Ray
+Tune's records (``study.tables.export``), at any time, also while the study runs; and its
+Optuna database rebuilt when it does not hold what Ray's records say (``study.records.optuna_db``)
+and no driver is running it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import os
 import sys
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
-from adaptseg.data.labels import CITYSCAPES_CLASSES
-from adaptseg.fileio import atomic_write
-from study.folder import StudyPaths
-from study.outcomes import load_errored
-from study.plan import current_cases
-from study.records import as_int, experiment_trials, read_rows, trial_status, trial_steps
-from study.rows import (
-    ARM_FIELDS,
-    CLASS_FIELDS,
-    COMPARISON_FIELDS,
-    DEFAULT_NUM_STEPS,
-    EVAL_FIELDS,
-    TRIAL_FIELDS,
-    Model,
-    RowStatus,
-    Split,
-    TrialStatus,
-    ends_badly,
-    model_of,
-    select_rows,
-    split_of,
-)
-from study.selection import case_key, current_ranks
+from reports.layout import SPEC_FILE, TABLES_DIR
 
-SCHEMA_VERSION = "1"
-TABLES = ("trials", "evals", "class_iou", "arms", "comparisons")
-KIND_TYPES = {"uniform": pa.float64(), "log_uniform": pa.float64(), "int": pa.int64(),
-              "categorical": pa.string()}  # fmt: skip
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-class Tables:
-    """Accumulates rows for the three tables of one study."""
-
-    def __init__(
-        self,
-        study: str,
-        space: dict[str, dict],
-        code_version: str,
-        ranks: dict[tuple, int] | None,
-    ) -> None:
-        self.study, self.space, self.code_version = study, space, code_version
-        self.ranks = ranks  # case key -> rank in the current confirm plan (None: no plan file)
-        self.evals: list[dict] = []
-        self.classes: list[dict] = []
-        self.trials: list[dict] = []
-
-    def add(self, experiment: str, trial: dict, max_steps: int) -> None:
-        rows = read_rows(trial["dir"])
-        case = trial["config"].get("case")
-        config = {**(case or {}), **trial["config"]}
-        config.pop("case", None)
-        if case and self.ranks is not None:
-            config["rank"] = self.ranks.get(case_key(case))  # None: no longer planned
-        arm, stage = config.get("arm"), config.get("stage", "search")
-        max_steps = trial_steps(config, max_steps)
-        seed = as_int(rows[0].get("seed")) if rows else as_int(config.get("seed"))
-        base = {"study": self.study, "arm": arm, "stage": stage, "trial_id": trial["trial_id"],
-                "seed": seed}  # fmt: skip
-        for row in rows:
-            split, model = split_of(row), model_of(row)
-            record = {**base, "experiment": experiment, "split": split, "model": model,
-                      "step": as_int(row.get("step")), "status": row.get("status", RowStatus.OK),
-                      "time_total_s": _finite(row.get("time_total_s"))}  # fmt: skip
-            for name, kind in EVAL_FIELDS:
-                if kind == pa.float64() and name not in record:
-                    record[name] = _finite(row.get(name))
-            self.evals.append(record)
-            for name in CITYSCAPES_CLASSES:
-                if f"iou_{name}" in row:
-                    self.classes.append({**base, "step": record["step"], "split": split,
-                                         "model": model, "class": name,
-                                         "iou": _finite(row[f"iou_{name}"])})  # fmt: skip
-        self.trials.append(self._trial_row(experiment, trial, base, config, rows, max_steps))
-
-    def _trial_row(self, experiment, trial, base, config, rows, max_steps) -> dict:
-        select = select_rows(rows)
-        mious = [(_finite(r.get("miou")), r.get("step")) for r in select]
-        mious = [(m, s) for m, s in mious if m is not None]
-        best = max(mious, default=(None, None))
-        report = {
-            r.get("model"): _finite(r.get("miou")) for r in rows if split_of(r) == Split.REPORT
-        }
-        last = rows[-1] if rows else {}
-        reported = last.get("error") if ends_badly(last) else None
-        status = trial_status(trial["status"], rows, max_steps)
-        # An error file of an earlier attempt stays in the folder; it is the trial's error only
-        # while the trial still ends in error.
-        failed = status in (TrialStatus.ERRORED, TrialStatus.DIVERGED)
-        error = (trial["error"] or reported) if failed else None
-        rank = as_int(config.get("rank"))
-        out = {
-            **base, "experiment": experiment, "rank": rank,
-            # A confirm trial of an earlier plan generation (a grown study) is not current.
-            "current": base["stage"] != "confirm" or rank is not None,
-            "status": status, "error": error,
-            "best_miou": best[0], "best_step": as_int(best[1]),
-            "final_miou": mious[-1][0] if mious else None,
-            "step_reached": max((as_int(r.get("step")) or 0 for r in rows), default=0),
-            "max_steps": max_steps, "report_miou_final": report.get(Model.FINAL),
-            "report_miou_best_on_select": report.get(Model.BEST_ON_SELECT),
-            "wall_seconds": _finite(last.get("time_total_s")),
-            "compute_seconds": _finite(last.get("compute_seconds")),
-            "peak_memory_gb": max(
-                (m for m in (_finite(r.get("peak_memory_gb")) for r in rows) if m is not None),
-                default=None,
-            ),
-            "device": last.get("device"), "amp_used": last.get("amp_used"),
-            # What a resume repaired (a checkpoint that could not be read), oldest first.
-            "repairs": "; ".join(dict.fromkeys(r["repair"] for r in rows if r.get("repair")))
-            or None,
-            "config": json.dumps(config, sort_keys=True), "code_version": self.code_version,
-        }  # fmt: skip
-        for name, dist in self.space.items():
-            value = config.get(name)
-            out[name] = (
-                str(value) if value is not None and _column_type(dist) == pa.string() else value
-            )
-        return out
-
-    def trial_schema(self) -> pa.Schema:
-        extra = [(name, _column_type(dist)) for name, dist in self.space.items()]
-        return table_schema(TRIAL_FIELDS + extra)
-
-
-def _column_type(dist: dict) -> pa.DataType:
-    """float64 / int64 for ranges; for categorical choices the type they share, else string."""
-    kind = next(k for k in KIND_TYPES if dist.get(k) is not None)
-    if kind != "categorical":
-        return KIND_TYPES[kind]
-    choices = dist["categorical"]
-    if all(isinstance(c, bool) for c in choices):
-        return pa.bool_()
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
-        return pa.int64()
-    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices):
-        return pa.float64()
-    return pa.string()
-
-
-def table_schema(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
-    return pa.schema(fields, metadata={"adaptseg.schema_version": SCHEMA_VERSION})
-
-
-def write_table(rows: list[dict], schema: pa.Schema, path: Path) -> None:
-    """Write with an explicit schema, atomically (temporary file, then rename)."""
-    columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
-    table = pa.Table.from_pydict(columns, schema=schema)
-    atomic_write(path, lambda handle: pq.write_table(table, handle))
-
-
-def export(
-    study: StudyPaths | Path,
-    live: dict[str, dict[str, str]] | None = None,
-    out: Path | None = None,
-) -> dict[str, int]:
-    """Write the tables (``TABLES``) of a study (its folder, or its ``StudyPaths``) into ``out``
-    (default ``<study folder>/tables``); returns the row counts (and how many trials errored).
-    ``live``: experiment name -> trial id -> Ray status, from a running driver."""
-    paths = study if isinstance(study, StudyPaths) else StudyPaths.of_study(study)
-    live = live or {}
-    spec = yaml.safe_load(paths.spec_file.read_text())
-    provenance = json.loads(paths.provenance.read_text()) if paths.provenance.exists() else {}
-    tables = Tables(
-        spec["name"],
-        spec.get("search", {}).get("space", {}),
-        provenance.get("code_version", "unknown"),
-        current_ranks(current_cases(paths.confirm_plan)) if paths.confirm_plan.exists() else None,
-    )
-    max_steps = {arm: _arm_steps(spec, arm) for arm in spec["arms"]}
-    records = paths.records()
-    errored = load_errored(paths.root)
-    for experiment in sorted(records.iterdir()) if records.is_dir() else []:
-        for trial in experiment_trials(
-            experiment, errored.get(experiment.name), live.get(experiment.name)
-        ):
-            config = {**trial["config"].get("case", {}), **trial["config"]}
-            if "arm" not in config:
-                continue  # recorded by Tune without its config (kill -9): it never trained
-            tables.add(experiment.name, trial, max_steps.get(config.get("arm"), 0))
-    arms, pairs = arm_tables(spec)
-    out = out or paths.tables
-    write_table(tables.trials, tables.trial_schema(), out / "trials.parquet")
-    write_table(tables.evals, table_schema(EVAL_FIELDS), out / "evals.parquet")
-    write_table(tables.classes, table_schema(CLASS_FIELDS), out / "class_iou.parquet")
-    write_table(arms, table_schema(ARM_FIELDS), out / "arms.parquet")
-    write_table(pairs, table_schema(COMPARISON_FIELDS), out / "comparisons.parquet")
-    return {
-        "trials": len(tables.trials),
-        "evals": len(tables.evals),
-        "class_iou": len(tables.classes),
-        "arms": len(arms),
-        "comparisons": len(pairs),
-        "errored": sum(row["status"] == TrialStatus.ERRORED for row in tables.trials),
-    }
-
-
-def arm_tables(raw: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The arms and comparison rows of a saved spec. A spec this version cannot validate (an
-    older study) still gets its arms, by name, with no role and no comparisons."""
-    from study.arms import arm_rows, comparison_rows
-    from study.spec import StudySpec
-
-    try:
-        spec = StudySpec.model_validate(raw)
-        return arm_rows(spec), comparison_rows(spec)
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError and ConfigError
-        print(f"warning: study.yaml: {' '.join(str(exc).split())[:300]}; arms exported without "
-              "roles", file=sys.stderr)  # fmt: skip
-        names = list(raw.get("arms") or {})
-        return [
-            {"study": raw.get("name"), "arm": arm, "order": i} for i, arm in enumerate(names)
-        ], []
-
-
-def _arm_steps(spec: dict, arm: str) -> int:
-    values = {**spec.get("train", {}), **spec["arms"][arm]}
-    return int(values.get("num_steps", DEFAULT_NUM_STEPS))
+# The tables, Ray's records and the spec's validation load after the arguments parse, so that
+# --help answers at once (without pyarrow, Ray or torch).
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,18 +26,26 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", type=Path, help="folder for the tables (default: <study_dir>/tables)"
     )
     args = parser.parse_args(argv)
-    if not (args.study_dir / "study.yaml").is_file():
-        print(f"error: {args.study_dir}: not a study directory (no study.yaml)", file=sys.stderr)
+    if not (args.study_dir / SPEC_FILE).is_file():
+        print(f"error: {args.study_dir}: not a study directory (no {SPEC_FILE})", file=sys.stderr)
         return 2
-    out = args.output or args.study_dir / "tables"
+    from study.records.folder import StudyPaths
+    from study.tables.export import EXPORTED, export
+
+    paths = StudyPaths.of_study(args.study_dir)
+    out = args.output or args.study_dir / TABLES_DIR
     try:
         out.mkdir(parents=True, exist_ok=True)
-        counts = export(args.study_dir, out=out)
+        paths.sync_records()
+        counts = export(paths, out=out)
     except OSError as exc:
-        print(f"error: {out}: cannot write the tables ({exc.strerror or exc}); "
-              "write them elsewhere with -o DIR", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {out}: cannot write the tables ({exc.strerror or exc}); "
+            "write them elsewhere with -o DIR",
+            file=sys.stderr,
+        )
         return 2
-    tables = ", ".join(f"{name}.parquet {counts[name]} rows" for name in TABLES)
+    tables = ", ".join(f"{name}.parquet {counts[name]} rows" for name in EXPORTED)
     print(f"wrote {out}: {tables} ({counts['errored']} errored trials)")
     if note := rebuild_optuna_db(args.study_dir):
         print(note)
@@ -274,16 +56,15 @@ def rebuild_optuna_db(study_dir: Path) -> str | None:
     """The Optuna database rebuilt from Ray's records when it does not hold what they say (only
     in a study folder this user can write and no driver runs, whose searcher owns the database
     while it runs; a study this version cannot validate is left as is)."""
-    import os
-
-    from study.lock import StudyLock
-    from study.optuna_db import ensure
-    from study.spec import StudySpec
+    from study.records.folder import StudyPaths
+    from study.records.optuna_db import ensure
+    from study.spec.schema import StudySpec
+    from study.stages.lock import StudyLock
 
     if not os.access(study_dir, os.W_OK) or StudyLock(study_dir).live_holder() is not None:
         return None
     try:
-        spec = StudySpec.model_validate(yaml.safe_load((study_dir / "study.yaml").read_text()))
+        spec = StudySpec.model_validate(yaml.safe_load((study_dir / SPEC_FILE).read_text()))
     except (ValueError, TypeError):
         return None
     return ensure(StudyPaths.of_study(study_dir), spec)

@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from study.optuna_db import OPTUNA_STATE
-from study.plan import current_cases
-from study.rows import ORPHAN_ATTR, RAY_TRIAL_ATTR
+from study.records.optuna_db import OPTUNA_STATE
+from study.records.plan import current_cases
+from study.records.rows import ORPHAN_ATTR, RAY_TRIAL_ATTR
 
 
 def planned_cases(root: Path) -> list[tuple[str, int, int]]:

@@ -170,3 +170,18 @@ def kill_tagged(tag: str, rounds: int = 3) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.5)
+
+
+def resume_checkpoints(experiment: Path) -> dict[str, str | None]:
+    """Trial id -> the checkpoint folder a restore of ``experiment`` resumes it from (None: from
+    the start), by its newest snapshot. The checkpoint manager can lag the trial's last
+    reported result, so that result's ``checkpoint_dir_name`` is not the answer."""
+    import json
+
+    from study.ray_internals.snapshot import checkpoint_manager, newest_state, resume_path
+
+    out: dict[str, str | None] = {}
+    for trial, runtime in (newest_state(experiment) or {}).get("trial_data", []):
+        trial_id = json.loads(trial)["trial_id"]
+        out[trial_id] = resume_path(checkpoint_manager(json.loads(runtime)))
+    return out

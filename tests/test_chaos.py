@@ -57,7 +57,7 @@ def resumable_inside_a_trial(root: Path, experiment_glob: str) -> bool:
     resume from is its second or later (step 8 or later; Ray resumes from the snapshot's
     checkpoint manager, not from what the trial folder holds, and the manager can lag the last
     result), and the trial has not reached its last step. Progress, not time."""
-    from study.reconcile import resume_checkpoints
+    from study_helpers import resume_checkpoints
 
     for experiment in (root / "ray").glob(experiment_glob):
         snapshots = sorted(experiment.glob("experiment_state-*.json"))

@@ -21,7 +21,7 @@ from adaptseg.checkpoint import (
     save_checkpoint,
 )
 from adaptseg.trainer import Trainer
-from study.trainable import CHECKPOINT_FILE, restore_state
+from study.stages.trainable import CHECKPOINT_FILE, restore_state
 
 
 def state(step: int, **extra) -> dict:

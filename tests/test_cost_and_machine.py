@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from adaptseg.devices import CPU_ISAS
-from reports.report import compute_hours
-from study.provenance import provenance
+from reports.cost import compute_hours
+from study.stages.provenance import provenance
 
 
 def test_compute_hours_scale_each_arms_measured_seconds_per_step_to_its_plan():

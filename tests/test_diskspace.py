@@ -1,4 +1,4 @@
-"""A full disk named as such wherever it is raised (study.diskspace), and Ray's tracebacks about
+"""A full disk named as such wherever it is raised (study.stages.diskspace), and Ray's tracebacks about
 it held back; the export leaves the Optuna database alone while a driver owns it."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import sqlite3
 
 from fabricate import fabricate
 
-from study.diskspace import (
-    NoSpace,
-    WithoutNoSpaceTracebacks,
+from study.stages.diskspace import (
+    about_no_space,
     caused_by_no_space,
     error_says_no_space,
+    no_space,
 )
 
 
@@ -49,7 +49,8 @@ def test_a_trials_error_file_says_whether_the_disk_was_full(tmp_path):
 
 
 def test_rays_records_about_a_full_disk_are_held_back_and_others_kept():
-    keep = WithoutNoSpaceTracebacks().filter
+    def keep(record: logging.LogRecord) -> bool:
+        return not about_no_space(record)
 
     def record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
         info = (type(exc), exc, None) if exc else None
@@ -62,7 +63,7 @@ def test_rays_records_about_a_full_disk_are_held_back_and_others_kept():
 
 
 def test_the_no_space_line_names_the_folder_and_what_to_do(tmp_path):
-    line = NoSpace(tmp_path / "study").line()
+    line = no_space(tmp_path / "study").line()
     assert line.startswith(f"error: no space left on the disk of {tmp_path / 'study'} (")
     assert line.endswith(" MB free); free some space and run the same command again: it "
                          "resumes where it stopped")  # fmt: skip
@@ -70,7 +71,7 @@ def test_the_no_space_line_names_the_folder_and_what_to_do(tmp_path):
 
 def test_the_export_leaves_the_optuna_database_to_a_running_driver(tmp_path):
     from study.export import rebuild_optuna_db
-    from study.lock import StudyLock
+    from study.stages.lock import StudyLock
 
     root = tmp_path / "s"
     fabricate(root, trials_per_arm=2, evals=2)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from study.export import export
+from study.tables.export import export
 
 SPACE = {"lr": {"log_uniform": [1e-4, 1e-2]}, "gan": {"categorical": ["vanilla", "ls"]},
          "num_steps": {"int": [6, 12], "arms": ["b"]}, "iter_size": {"categorical": [1, 2]},
@@ -224,7 +224,7 @@ def test_every_evaluation_and_class_column(study):
 
 def test_an_arm_without_num_steps_has_the_trainers_default():
     from adaptseg.config import TrainConfig
-    from study.export import _arm_steps
+    from study.tables.export import _arm_steps
 
     default = TrainConfig.model_fields["num_steps"].default
     assert _arm_steps({"train": {}, "arms": {"a": {}}}, "a") == default == 150000
@@ -282,7 +282,7 @@ def test_a_spec_this_version_cannot_validate_still_exports_its_arms_by_name(stud
 
 
 def test_export_takes_the_study_folder_or_its_paths(study, tmp_path):
-    from study.folder import StudyPaths
+    from study.records.folder import StudyPaths
 
     by_folder = export(study)
     assert export(StudyPaths.of_study(study)) == by_folder

@@ -19,8 +19,8 @@ from invariants import check_study
 from study_helpers import kill_tagged, run_study, start_study, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-from study.optuna_db import OPTUNA_STATE
-from study.rows import RAY_TRIAL_ATTR
+from study.records.optuna_db import OPTUNA_STATE
+from study.records.rows import RAY_TRIAL_ATTR
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config, tiny_data
 
-from adaptseg.checkpoint import atomic_torch_save, load_state
+from adaptseg.checkpoint import CheckpointError, atomic_torch_save, load_state
 from adaptseg.config import build_config
 from adaptseg.models import DeeplabMulti, DeeplabVGG, FCDiscriminator
 from adaptseg.models.pretrained import InitWeightsError, load_discriminator_weights
@@ -200,22 +200,12 @@ def test_weights_of_another_discriminator_are_refused_naming_the_file(tmp_path):
         load_discriminator_weights(FCDiscriminator(19, 8), tmp_path / "wide.pth")
 
 
-def test_a_format_1_checkpoint_is_migrated_on_load(tmp_path):
+def test_a_checkpoint_of_another_format_is_refused_naming_it(tmp_path):
     trainer = sgd_trainer()
     trainer.step()
-    state = trainer.state_dict()
-    old = {k: v for k, v in state.items() if k not in ("discriminators", "optimizers_d")}
-    old.update(
-        format=1, d_main=former_layout(trainer.discriminators["main"]),
-        d_aux=former_layout(trainer.discriminators["aux"]), optimizer_d=state["optimizers_d"],
-    )  # fmt: skip
+    old = {**trainer.state_dict(), "format": 1}
     atomic_torch_save(old, tmp_path / "old.pt")
-    migrated = load_state(tmp_path / "old.pt")
-    assert not {"d_main", "d_aux", "optimizer_d"} & set(migrated), "format 1 keys kept twice"
-    fresh = sgd_trainer()
-    fresh.load_state_dict(migrated)
-    for level in ("aux", "main"):
-        for a, b in zip(fresh.discriminators[level].parameters(),
-                        trainer.discriminators[level].parameters()):  # fmt: skip
-            assert torch.equal(a, b)
-    assert fresh.step_count == 1
+    with pytest.raises(
+        CheckpointError, match=r"old.pt: checkpoint format 1; this version reads format 2"
+    ):
+        load_state(tmp_path / "old.pt")

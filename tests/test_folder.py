@@ -11,7 +11,7 @@ import yaml
 from study_helpers import run_study, tiny_spec, write_spec
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-from study.folder import MIRROR, StudyPaths
+from study.records.folder import MIRROR, StudyPaths
 
 
 def test_paths_of_a_saved_study_follow_its_storage(tmp_path):
@@ -19,13 +19,13 @@ def test_paths_of_a_saved_study_follow_its_storage(tmp_path):
     (tmp_path / "s" / "study.yaml").write_text(yaml.safe_dump({"name": "s"}))
     local = StudyPaths.of_study(tmp_path / "s")
     assert local.experiments == str(tmp_path / "s" / "ray") and not local.remote
-    assert local.records() == tmp_path / "s" / "ray"
+    assert local.sync_records() == local.records_dir == tmp_path / "s" / "ray"
     (tmp_path / "s" / "study.yaml").write_text(yaml.safe_dump({"storage": "s3://b/runs/"}))
     remote = StudyPaths.of_study(tmp_path / "s")
     assert remote.remote and remote.experiment("confirm") == "s3://b/runs/s/confirm"
     (tmp_path / "s" / "study.yaml").write_text(yaml.safe_dump({"storage": str(tmp_path / "x")}))
     shared = StudyPaths.of_study(tmp_path / "s")
-    assert not shared.remote and shared.records() == tmp_path / "x" / "s"
+    assert not shared.remote and shared.sync_records() == tmp_path / "x" / "s"
 
 
 def test_the_mirror_of_a_uri_holds_every_record_but_the_checkpoints(tmp_path):
@@ -36,7 +36,7 @@ def test_the_mirror_of_a_uri_holds_every_record_but_the_checkpoints(tmp_path):
     (store / "experiment_state-1.json").write_text(json.dumps({"trial_data": []}))
     paths = StudyPaths(tmp_path / "s", f"file://{tmp_path / 'store'}")
     assert paths.remote
-    records = paths.records()
+    records = paths.sync_records()
     assert records == tmp_path / "s" / MIRROR
     copied = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
     assert copied == ["search-a/experiment_state-1.json", "search-a/trial_1/result.json"]
@@ -46,10 +46,10 @@ def test_the_mirror_of_a_uri_holds_every_record_but_the_checkpoints(tmp_path):
     stamp = mirrored.stat().st_mtime
     mirrored.write_text("#" * 12)  # marked, same size and time: an unchanged file stays
     os.utime(mirrored, (stamp, stamp))
-    paths.records()
+    paths.sync_records()
     assert mirrored.read_text() == "#" * 12
     (store / "trial_1" / "result.json").write_text('{"step": 2}\n{"step": 4}\n')
-    paths.records()
+    paths.sync_records()
     assert mirrored.read_text().splitlines() == ['{"step": 2}', '{"step": 4}']
 
     repaired = records / "search-a" / "experiment_state-1.json"  # a repair made in the mirror

@@ -31,7 +31,8 @@ from adaptseg.config import FIELDS, ConfigError, load_config
 from adaptseg.data.files import CITYSCAPES_LABELS, SegmentationFiles, gta5_samples
 from adaptseg.data.preprocess import DataError
 from adaptseg.models import DeeplabMulti, InitWeightsError, load_init_weights
-from study.spec import SpecError, load_spec
+from study.errors import SpecError
+from study.spec.loading import load_spec
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

@@ -50,8 +50,8 @@ def test_the_live_report_is_rebuilt_at_most_once_a_period_and_never_stops_the_st
 ):
     from types import SimpleNamespace
 
-    from study import live
-    from study.folder import StudyPaths
+    from study.records.folder import StudyPaths
+    from study.tables import live
 
     calls = []
     monkeypatch.setattr(live, "refresh", lambda *args: calls.append(args))

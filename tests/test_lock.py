@@ -22,7 +22,8 @@ from study_helpers import (
 )
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-from study.lock import LOCK_FILE, STALE_S, StudyLock, StudyLocked
+from study.errors import StudyLocked
+from study.stages.lock import LOCK_FILE, STALE_S, StudyLock
 
 
 def test_a_held_lock_refuses_a_second_holder_naming_the_first(tmp_path):

@@ -76,8 +76,8 @@ def test_one_loop_serves_both_commands_with_the_same_numbers(bench, tmp_path, mo
     from ray import tune
 
     from adaptseg.train import run
-    from study import trainable
-    from study.spec import StudySpec
+    from study.spec.schema import StudySpec
+    from study.stages import trainable
 
     calls = []
     real_events = loop.events

@@ -27,13 +27,15 @@ from study_helpers import (
 )
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-from study.driver import Progress, steps_left, time_left_text
-from study.folder import StudyPaths
-from study.growth import spec_changes
-from study.preflight import check_resources
-from study.run import StartOver, check_growth
+from study.errors import SpecError
+from study.records.folder import StudyPaths
+from study.run import growth_of
 from study.run import main as run_main
-from study.spec import ResourcesSpec, SpecError, load_spec
+from study.spec.growth import Growth, spec_changes
+from study.spec.loading import load_spec
+from study.spec.schema import ResourcesSpec
+from study.stages.preflight import check_resources
+from study.stages.terminal import Progress, steps_left, time_left_text
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = REPO / "search_spaces" / "levels.yaml"
@@ -125,16 +127,16 @@ def _study_with_trials(root: Path, statuses: list[str]) -> StudyPaths:
 def test_a_study_with_no_finished_trial_starts_over_with_any_fix(tmp_path):
     paths = _study_with_trials(tmp_path / "tiny", ["RUNNING", "PENDING", "ERROR"])
     fixed = tiny_spec(tmp_path / "tiny", scheduler={"grace_period": 4})
-    with pytest.raises(StartOver) as raised:
-        check_growth(paths, fixed, "study.yaml")
-    assert raised.value.keys == ["scheduler.grace_period"]
+    assert growth_of(paths, fixed, "study.yaml", fresh=False) == Growth(
+        start_over=["scheduler.grace_period"]
+    )
 
 
 def test_a_study_with_a_finished_trial_refuses_a_change_naming_its_keys(tmp_path):
     paths = _study_with_trials(tmp_path / "tiny", ["TERMINATED", "RUNNING"])
     fixed = tiny_spec(tmp_path / "tiny", scheduler={"grace_period": 4})
     with pytest.raises(SpecError, match="other values for scheduler.grace_period"):
-        check_growth(paths, fixed, "study.yaml")
+        growth_of(paths, fixed, "study.yaml", fresh=False)
 
 
 def test_the_dry_run_says_a_study_without_finished_trials_starts_over(tmp_path, capsys):
@@ -152,7 +154,7 @@ def test_the_dry_run_says_a_study_without_finished_trials_starts_over(tmp_path, 
 
 
 def _terminated(experiment: Path) -> int:
-    from study.records import experiment_trials
+    from study.records.trials import experiment_trials
 
     return sum(t["status"] == "TERMINATED" for t in experiment_trials(experiment))
 
@@ -235,7 +237,8 @@ def test_progress_after_a_resume_counts_the_trials_finished_before(capsys, monke
     line = capsys.readouterr().err.strip()
     # 100 + 200 steps trained in 40 s; left: t7's 200 and one trial not started (300): 66.7 s.
     assert line == (
-        "[search a] trial t6 finished at step 300, select mIoU 0.2500 (6/8 done; about 1 min left)"
+        "[search a] trial t6 finished at step 300, select mIoU best 0.2500, final 0.2500 "
+        "(6/8 done; about 1 min left in the study)"
     )
     assert progress.seconds_left() == pytest.approx(500 / (300 / 40))
 
@@ -250,7 +253,9 @@ def test_progress_shows_running_trials_every_so_often(capsys, monkeypatch):
     progress.on_trial_result(0, [], trial, {"step": 200})
     (line,) = capsys.readouterr().err.strip().splitlines()
     # 200 steps in 50 s = 4.0 steps/s; left: c1's 100 and c2's 300 = 100 s.
-    assert line == "[confirm] running: c1 step 200/300 (4.0 steps/s); 0/2 done; about 2 min left"
+    assert line == (
+        "[confirm] running: c1 step 200/300 (4.0 steps/s); 0/2 done; about 2 min left in the study"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""What ``study.private_api`` assumes of Ray Tune's and Optuna's private names, stated against
-the installed versions: an upgrade that breaks one fails here, naming it."""
+"""What ``study.ray_internals`` assumes of Ray Tune's and Optuna's private names, of Ray's files
+and of its log wording, stated against the installed versions: an upgrade that breaks one fails
+here, naming it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from study_helpers import LOOPBACK, ray_env
 
-from study import private_api
-from study.reconcile import SNAPSHOT, sessions
+from study.ray_internals import api as private_api
+from study.ray_internals import logs, snapshot
+from study.ray_internals.snapshot import SNAPSHOT, sessions
 
 SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
 
@@ -123,29 +125,29 @@ def test_ray_pickles_each_trials_checkpoint_manager_into_its_snapshot(tmp_path):
     state = json.loads((experiment / SNAPSHOT.format(sessions(experiment)[0])).read_text())
     ((trial_json, runtime_json),) = state["trial_data"]
     runtime = json.loads(runtime_json)
-    manager = private_api.checkpoint_manager(runtime)
+    manager = snapshot.checkpoint_manager(runtime)
     assert manager is not None, "runtime['checkpoint_manager'] is no CLOUDPICKLE_FALLBACK blob"
     folder = json.loads(trial_json)["relative_logdir"]
     newest = experiment / folder / "checkpoint_000002"
-    assert private_api.resume_path(manager) == str(newest), "_latest_checkpoint_result"
+    assert snapshot.resume_path(manager) == str(newest), "_latest_checkpoint_result"
     assert [r.checkpoint.path for r in manager._checkpoint_results] == [
         str(experiment / folder / "checkpoint_000001"),
         str(newest),
     ], "_checkpoint_results"
 
-    private_api.point_at(manager, experiment / folder / "checkpoint_000001")
-    private_api.store_checkpoint_manager(runtime, manager)
-    again = private_api.checkpoint_manager(runtime)
-    assert private_api.resume_path(again) == str(experiment / folder / "checkpoint_000001")
-    private_api.point_at(again, None)
-    assert private_api.resume_path(again) is None
+    snapshot.point_at(manager, experiment / folder / "checkpoint_000001")
+    snapshot.store_checkpoint_manager(runtime, manager)
+    again = snapshot.checkpoint_manager(runtime)
+    assert snapshot.resume_path(again) == str(experiment / folder / "checkpoint_000001")
+    snapshot.point_at(again, None)
+    assert snapshot.resume_path(again) is None
 
     runner = state["runner_data"]
-    for key in private_api.PENDING_DECISIONS:
+    for key in snapshot.PENDING_DECISIONS:
         assert runner.get(key) == {}, f"runner_data[{key!r}]: Ray's pending trial decisions"
     runner["_cached_trial_decisions"] = {"t": "STOP"}
-    assert private_api.drop_pending_decisions(runner) == {"t": "STOP"}
-    assert all(runner[key] == {} for key in private_api.PENDING_DECISIONS)
+    assert snapshot.drop_pending_decisions(runner) == {"t": "STOP"}
+    assert all(runner[key] == {} for key in snapshot.PENDING_DECISIONS)
 
 
 def test_tunes_concurrency_limiter_saves_only_its_searcher(storage, tmp_path):
@@ -186,3 +188,57 @@ def test_an_iteration_reported_again_after_a_resume_keeps_its_first_value_quietl
         search.on_trial_result("a", {"miou": 0.3, "training_iteration": 2, "step": 2})
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.intermediate_values == {2: 0.2}
+
+
+RESTORE_RUN = """
+import os, sys, ray
+from ray import tune
+from study.ray_internals.api import use_callbacks
+
+class Mark(tune.Callback):
+    def __init__(self, name):
+        self.name = name
+
+    def setup(self, **info):
+        open(os.path.join(%r, self.name), "w").write("called")
+
+def trainable(config):
+    tune.report({"step": 1})
+
+ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address=%r)
+if sys.argv[1] == "first":
+    tune.Tuner(trainable, run_config=tune.RunConfig(name="e", storage_path=%r,
+               callbacks=[Mark("first")], verbose=0)).fit()
+else:
+    tuner = tune.Tuner.restore(os.path.join(%r, "e"), trainable=trainable)
+    use_callbacks(tuner, [Mark("second")])
+    tuner.fit()
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_restored_tuner_runs_the_callbacks_given_not_its_pickled_ones(tmp_path):
+    script = textwrap.dedent(RESTORE_RUN % (str(tmp_path), LOOPBACK, str(tmp_path), str(tmp_path)))
+    for run in ("first", "second"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, run], capture_output=True, text=True, timeout=300,
+            env=ray_env(), cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        if run == "first":
+            assert (tmp_path / "first").is_file(), "Callback.setup is called when a fit starts"
+            (tmp_path / "first").unlink()
+    assert (tmp_path / "second").is_file(), "Tuner._local_tuner.get_run_config().callbacks"
+    assert not (tmp_path / "first").exists(), "the pickled callbacks still ran"
+
+
+def test_the_log_wording_the_filters_match_is_rays():
+    """``logs.TRIAL_TASK_FAILED`` and ``logs.RESUME_HINT`` are what Ray Tune logs (its source)."""
+    import inspect
+
+    from ray.tune import tune as tune_module
+    from ray.tune.execution import tune_controller
+
+    assert logs.TRIAL_TASK_FAILED in inspect.getsource(tune_controller), "Trial task failed"
+    assert logs.RESUME_HINT in inspect.getsource(tune_module), "Tuner.restore( hint"

@@ -10,11 +10,11 @@ from fabricate import _write_experiment
 from optuna.trial import TrialState
 from study_helpers import tiny_spec
 
-from study import optuna_db
-from study.folder import StudyPaths
-from study.reconcile import repair_snapshots, session_problem, sessions
-from study.rows import RAY_TRIAL_ATTR
-from study.spec import StudySpec
+from study.ray_internals.snapshot import repair_snapshots, session_problem, sessions
+from study.records import optuna_db
+from study.records.folder import StudyPaths
+from study.records.rows import RAY_TRIAL_ATTR
+from study.spec.schema import StudySpec
 
 
 def rows(steps, mious, **extra):
@@ -126,7 +126,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_is_pointed_at_the_newest_one(tmp
     from ray.train._internal.session import _TrainingResult
     from ray.tune import Checkpoint, CheckpointConfig
 
-    from study.reconcile import repair_checkpoint_references
+    from study.ray_internals.snapshot import Restore, prepare_restore
 
     experiment = tmp_path / "confirm"
     folders = {}
@@ -148,7 +148,7 @@ def test_a_snapshot_naming_a_deleted_checkpoint_is_pointed_at_the_newest_one(tmp
         data.append([json.dumps(trial), json.dumps(runtime)])
     snapshot = experiment / "experiment_state-2026-01-01_00-00-00.json"
     snapshot.write_text(json.dumps({"trial_data": data}))
-    assert repair_checkpoint_references(experiment) == ["gone", "none"]
+    assert prepare_restore(experiment, True, "trainer.pt").repointed == ("gone", "none")
     latest = {}
     for trial_json, runtime_json in json.loads(snapshot.read_text())["trial_data"]:
         blob = json.loads(runtime_json)["checkpoint_manager"]["value"]
@@ -156,11 +156,11 @@ def test_a_snapshot_naming_a_deleted_checkpoint_is_pointed_at_the_newest_one(tmp
         latest[json.loads(trial_json)["trial_id"]] = result and result.checkpoint.path
     assert latest["gone"].endswith("checkpoint_000005")
     assert latest["fine"].endswith("checkpoint_000004") and latest["none"] is None
-    assert repair_checkpoint_references(experiment) == []
+    assert prepare_restore(experiment, True, "trainer.pt") == Restore(True)
 
 
 def test_decisions_a_killed_run_held_for_trials_in_flight_are_dropped(tmp_path):
-    from study.reconcile import forget_pending_decisions
+    from study.ray_internals.snapshot import Restore, prepare_restore
 
     experiment = tmp_path / "search-a"
     experiment.mkdir()
@@ -169,7 +169,8 @@ def test_decisions_a_killed_run_held_for_trials_in_flight_are_dropped(tmp_path):
     held = {"_cached_trial_decisions": {"t1": "STOP"}, "_queued_trial_decisions": {"t2": "PAUSE"}}
     for path in (older, newest):
         path.write_text(json.dumps({"trial_data": [], "runner_data": {**held, "_iteration": 7}}))
-    assert forget_pending_decisions(experiment) == {"t1": "STOP", "t2": "PAUSE"}
+    restore = prepare_restore(experiment, True, "trainer.pt")
+    assert restore.dropped == {"t1": "STOP", "t2": "PAUSE"} and restore.rewritten == newest.name
     runner = json.loads(newest.read_text())["runner_data"]
     assert runner == {
         "_cached_trial_decisions": {},
@@ -180,6 +181,6 @@ def test_decisions_a_killed_run_held_for_trials_in_flight_are_dropped(tmp_path):
         "t1": "STOP"
     }
     stamp = newest.stat().st_mtime_ns
-    assert forget_pending_decisions(experiment) == {}
+    assert prepare_restore(experiment, True, "trainer.pt") == Restore(True)
     assert newest.stat().st_mtime_ns == stamp  # nothing held: the snapshot is left as it is
-    assert forget_pending_decisions(tmp_path / "none") == {}
+    assert prepare_restore(tmp_path / "none", True, "trainer.pt") == Restore(False)

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from fabricate import fabricate
 
-from reports.build import build
 from reports.build import main as build_main
+from reports.report import build
 from reports.stats import mean_ci, paired_difference
-from study.export import export
-from study.records import read_rows
+from study.records.trials import read_rows
+from study.tables.export import export
 
 
 @pytest.fixture(scope="module")

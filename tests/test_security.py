@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
@@ -98,3 +99,68 @@ def test_no_module_of_the_project_imports_itself_back():
     for module in graph:
         if module not in state:
             visit(module, [])
+
+
+# What only study/ray_internals may name: Ray Tune's and Optuna's private attributes, the layout
+# of Ray's records on disk, and the wording of Ray's logs.
+RAY_INTERNALS = (
+    "experiment_state", "search_gen_state", "searcher-state", "basic-variant-state", "result.json",
+    "trial_data", "runner_data", "checkpoint_manager", "CLOUDPICKLE", "_latest_checkpoint_result",
+    "_checkpoint_results", "_cached_trial_decisions", "_queued_trial_decisions", "_local_tuner",
+    "_node_ip_address", "_ot_study", "_ot_trials", "_completed_trials", "_trial_id",
+    "_cached_frozen_trial", "live_trials", "Trial task failed", "Tuner.restore(path=",
+)  # fmt: skip
+
+
+def test_only_the_internals_package_names_rays_internals():
+    door = ROOT / "study" / "ray_internals"
+    for path in SOURCES:
+        if door in path.parents:
+            continue
+        text = path.read_text()
+        for name in RAY_INTERNALS:
+            found = re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}", text)
+            assert not found, f"{path.relative_to(ROOT)} names {name!r}"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] in ("ray", "optuna"):
+                    assert "._" not in f".{module}", f"{path.relative_to(ROOT)} imports {module}"
+
+
+def test_the_internals_package_is_where_the_libraries_private_names_are():
+    text = "".join(p.read_text() for p in (ROOT / "study" / "ray_internals").glob("*.py"))
+    assert sum(name in text for name in RAY_INTERNALS) == len(RAY_INTERNALS)
+
+
+def test_the_study_packages_depend_one_way_along_the_route():
+    """spec <- records, tables <- stages: the spec knows nothing of running it, and the records
+    and tables never reach back into the stages that produce them."""
+    allowed = {
+        "spec": {"spec", "errors"},
+        "records": {"spec", "records", "errors", "ray_internals"},
+        "tables": {"spec", "records", "tables", "errors", "ray_internals"},
+        "ray_internals": {"ray_internals", "records"},
+    }
+    for path in (ROOT / "study").rglob("*.py"):
+        parts = path.relative_to(ROOT / "study").parts
+        if len(parts) < 2 or parts[0] not in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.startswith("study."):
+                    package = module.split(".")[1]
+                    assert package in allowed[parts[0]], (
+                        f"{path.relative_to(ROOT)} imports {module}"
+                    )

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from study.selection import (
+from study.stages.selection import (
     TrialRecord,
     confirm_cases,
     finished_cases,
@@ -100,7 +100,7 @@ def test_the_summary_is_the_rank_0_config_over_seeds_with_no_sd_for_one_seed():
 
 
 def test_an_errored_confirm_trial_is_retried_where_it_is_not_run_again_elsewhere():
-    from study.selection import unstarted_cases
+    from study.stages.selection import unstarted_cases
 
     cases = confirm_cases({"a": [{}]}, seeds=[0, 1, 2])
     records = [confirm("a", 0, 0, 0.5), confirm("a", 0, 1, None, errored=True),

@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from study.dryrun import describe_plan
-from study.folder import StudyPaths
-from study.space import arm_space
-from study.spec import (
-    Distribution,
-    SpecError,
-    apply_overrides,
-    arm_config,
-    baseline_arms,
-    load_spec,
-)
+from study.errors import SpecError
+from study.records.folder import StudyPaths
+from study.spec.arms import arm_config, baseline_arms
+from study.spec.loading import apply_overrides, load_spec
+from study.spec.schema import Distribution
+from study.spec.space import arm_space
+from study.stages.dryrun import describe_plan
 
 BASE = {
     "name": "t",
@@ -192,7 +188,7 @@ def changed(changes: dict) -> tuple[dict, dict]:
      ({"ray/address": "auto"}, [])],
 )  # fmt: skip
 def test_changes_that_only_add_work_grow_the_study(changes, grown):
-    from study.growth import spec_changes
+    from study.spec.growth import spec_changes
 
     assert spec_changes(*changed(changes)) == (grown, [])
 
@@ -209,13 +205,13 @@ def test_changes_that_only_add_work_grow_the_study(changes, grown):
       ["search.space.lambda_adv_main.arms"])],
 )  # fmt: skip
 def test_changes_that_make_finished_trials_incomparable_are_named(changes, refused):
-    from study.growth import spec_changes
+    from study.spec.growth import spec_changes
 
     assert spec_changes(*changed(changes))[1] == refused
 
 
 def test_removing_an_arm_is_refused():
-    from study.growth import spec_changes
+    from study.spec.growth import spec_changes
 
     old = load_spec_dict()
     new = yaml.safe_load(yaml.safe_dump(old))
@@ -403,7 +399,7 @@ def test_a_grace_period_of_the_whole_run_is_accepted_one_step_more_is_not(tmp_pa
 
 
 def test_unset_and_empty_variables_are_one_error_naming_both(monkeypatch):
-    from study.spec import expand_env
+    from study.spec.loading import expand_env
 
     monkeypatch.delenv("ADAPTSEG_UNSET", raising=False)
     monkeypatch.setenv("ADAPTSEG_EMPTY", "")

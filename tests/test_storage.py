@@ -23,7 +23,7 @@ from study_helpers import (
 )
 from test_study import bench  # noqa: F401  (the shared synthetic benchmark fixture)
 
-from study.folder import MIRROR, StudyPaths
+from study.records.folder import MIRROR, StudyPaths
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 BUCKET = "studies"

@@ -28,7 +28,7 @@ from study_helpers import (
 from adaptseg.checkpoint import load_state
 from adaptseg.data.synthetic import generate
 from adaptseg.trainer import NonFiniteLossError
-from study.trainable import ending_row
+from study.stages.trainable import ending_row
 
 
 @pytest.fixture(scope="session")
@@ -391,7 +391,7 @@ def test_interrupted_trial_continues_at_its_checkpoint_step(tmp_path, bench, sto
 def test_a_damaged_latest_checkpoint_resumes_from_the_one_before(tmp_path, bench, damage):
     spec_path = write_spec(tmp_path, one_long_trial(bench))
     results = tmp_path / "results"
-    from study.reconcile import resume_checkpoints
+    from study_helpers import resume_checkpoints
 
     # Damage the checkpoint Ray will resume from: the one its newest snapshot's checkpoint
     # manager records (a newer folder may exist, written after it; Ray would not read it).
@@ -578,7 +578,7 @@ def test_a_changed_spec_is_refused_naming_the_keys_unless_fresh(tmp_path, bench)
     study_dir.mkdir(parents=True)
     import yaml as _yaml
 
-    from study.spec import load_spec
+    from study.spec.loading import load_spec
 
     old = load_spec(spec_path, ["search.num_samples=5"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
@@ -600,7 +600,7 @@ def test_changed_spec_message(tmp_path, bench, capsys):
     import yaml as _yaml
 
     from study.run import main as run_main
-    from study.spec import load_spec
+    from study.spec.loading import load_spec
 
     old = load_spec(spec_path, ["search.num_samples=5", "train.ndf=16"]).dump()
     (study_dir / "study.yaml").write_text(_yaml.safe_dump(old, sort_keys=False))
@@ -645,8 +645,7 @@ def minimal_study(bench: Path) -> dict:
 def test_fresh_moves_the_old_study_aside_even_twice_in_one_second(tmp_path, monkeypatch):
     import datetime as dt
 
-    from study.folder import StudyPaths
-    from study.run import move_aside
+    from study.records.folder import StudyPaths
 
     class Frozen(dt.datetime):
         @classmethod
@@ -659,12 +658,12 @@ def test_fresh_moves_the_old_study_aside_even_twice_in_one_second(tmp_path, monk
     for _ in range(3):
         paths.root.mkdir()
         (paths.root / "marker").write_text(str(len(moved)))
-        moved.append(move_aside(paths))
+        moved.append(paths.move_aside())
     assert [p.name for p in moved] == [
         "tiny.old-20260102-030405", "tiny.old-20260102-030405-2", "tiny.old-20260102-030405-3",
     ]  # fmt: skip
     assert [(p / "marker").read_text() for p in moved] == ["0", "1", "2"]
-    assert move_aside(paths) is None
+    assert paths.move_aside() is None
 
 
 @pytest.mark.slow
@@ -768,7 +767,7 @@ def test_a_study_runs_the_same_from_any_folder(tmp_path, bench):
     spec["data"]["synthetic"]["root"] = "../bench-link"
     (tmp_path / "bench-link").symlink_to(bench)
     spec_path = write_spec(folder, spec)
-    from study.spec import load_spec
+    from study.spec.loading import load_spec
 
     here = load_spec(spec_path).dump()
     elsewhere = tmp_path / "elsewhere"
@@ -812,7 +811,7 @@ def test_a_read_only_study_folder_is_one_line_suggesting_o(tmp_path, monkeypatch
     from fabricate import fabricate
 
     import adaptseg.fileio as fileio
-    from study.export import export
+    from study.tables.export import export
 
     root = tmp_path / "shared"
     fabricate(root, trials_per_arm=2, evals=2)
@@ -830,10 +829,10 @@ def test_a_read_only_study_folder_is_one_line_suggesting_o(tmp_path, monkeypatch
         monkeypatch.setattr(reports.report, "atomic_write_text", read_only)
         target = root / "report.html"
     else:
-        import study.export
+        import study.tables.export
         from study.export import main
 
-        monkeypatch.setattr(study.export, "atomic_write", read_only)
+        monkeypatch.setattr(study.tables.export, "atomic_write", read_only)
         target = root / "tables"
     assert main([str(root)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()

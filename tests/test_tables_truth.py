@@ -12,8 +12,8 @@ import pytest
 import yaml
 from fabricate import _row, _write_experiment
 
-from reports.build import Report
-from study.export import export
+from reports.report import Report
+from study.tables.export import export
 
 ARMS = {
     "no_adapt": {"use_target": False, "multi_level": False},  # the source-only role
@@ -160,7 +160,7 @@ def test_no_miou_interval_bound_leaves_zero_to_one(tmp_path, seeds):
 
 def test_a_trial_that_diverges_right_after_an_evaluation_keeps_that_evaluation(tmp_path):
     from adaptseg.trainer import NonFiniteLossError
-    from study.trainable import ending_row
+    from study.stages.trainable import ending_row
 
     base = {"arm": "adapted", "stage": "search", "seed": 1234}
     rows = [
@@ -206,7 +206,7 @@ def test_with_top_k_2_the_headline_figures_use_rank_0_only(tmp_path):
 def test_with_few_completed_trials_importance_explains_the_mIoU_at_a_common_step(tmp_path):
     from fabricate import fabricate
 
-    from reports.build import importance_scores
+    from reports.importance import importance_scores
 
     root = tmp_path / "few"
     fabricate(root, trials_per_arm=4, evals=3)  # trials 0 and 3 of each arm stop early

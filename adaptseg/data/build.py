@@ -43,31 +43,47 @@ def _source(cfg: TrainConfig) -> Dataset:
         samples = cityscapes_samples(cfg.source_root, "train", True, cfg.source_list)
         labels = CITYSCAPES_LABELS
     return SegmentationFiles(
-        samples, cfg.input_size_source, labels, cfg.preprocess,
-        mirror=cfg.random_mirror, scale=cfg.random_scale,
-    )  # fmt: skip
+        samples,
+        cfg.input_size_source,
+        labels,
+        cfg.preprocess,
+        mirror=cfg.random_mirror,
+        scale=cfg.random_scale,
+    )
 
 
 def _target(cfg: TrainConfig) -> Dataset:
     if cfg.target == "random":
         return RandomSegDataset(
-            RANDOM_LENGTHS["target"], cfg.input_size_target, cfg.num_classes,
-            seed=cfg.seed, domain=1, with_labels=False,
-        )  # fmt: skip
+            RANDOM_LENGTHS["target"],
+            cfg.input_size_target,
+            cfg.num_classes,
+            seed=cfg.seed,
+            domain=1,
+            with_labels=False,
+        )
     assert cfg.target_root is not None
     samples = cityscapes_samples(cfg.target_root, "train", False, cfg.target_list)
     return SegmentationFiles(
-        samples, cfg.input_size_target, CITYSCAPES_LABELS, cfg.preprocess, with_labels=False,
-        mirror=cfg.random_mirror, scale=cfg.random_scale,
-    )  # fmt: skip
+        samples,
+        cfg.input_size_target,
+        CITYSCAPES_LABELS,
+        cfg.preprocess,
+        with_labels=False,
+        mirror=cfg.random_mirror,
+        scale=cfg.random_scale,
+    )
 
 
 def _evaluation(cfg: TrainConfig, part: str) -> Dataset:
     if cfg.target == "random":
         return RandomSegDataset(
-            RANDOM_LENGTHS["val"], cfg.input_size_target, cfg.num_classes,
-            seed=cfg.seed + 7, domain=1,
-        )  # fmt: skip
+            RANDOM_LENGTHS["val"],
+            cfg.input_size_target,
+            cfg.num_classes,
+            seed=cfg.seed + 7,
+            domain=1,
+        )
     assert cfg.target_root is not None
     samples = split_part(cityscapes_samples(cfg.target_root, "val", True), part)
     return SegmentationFiles(

@@ -292,7 +292,6 @@ def scene(
 
 
 ID_OF_TRAIN = np.array([TRAIN_TO_CITYSCAPES_ID[t] for t in range(19)], dtype=np.uint8)
-_PALETTE_BYTES = [c for colour in PALETTE for c in colour]
 
 
 def _save_gta5_label(label: np.ndarray, path: Path) -> None:
@@ -328,8 +327,10 @@ def generate(
     """Write ``out/gta5`` (source) and ``out/cityscapes`` (target train + val)."""
     source, target = source_style(), target_style()
     jobs: list[tuple[str, Style, int]] = [
-        ("source", source, counts[0]), ("train", target, counts[1]), ("val", target, counts[2]),
-    ]  # fmt: skip
+        ("source", source, counts[0]),
+        ("train", target, counts[1]),
+        ("val", target, counts[2]),
+    ]
     (out / "gta5" / "images").mkdir(parents=True, exist_ok=True)
     (out / "gta5" / "labels").mkdir(parents=True, exist_ok=True)
     total, done, start = sum(counts), 0, time.perf_counter()
@@ -357,8 +358,11 @@ def generate(
                 what = "source (GTA5 layout)" if part == "source" else f"target {part}"
                 print(
                     f"\rsynthetic benchmark -> {out}: {done}/{total} images ({what}, "
-                    f"{rate:.0f}/s)  ", end="", file=sys.stderr, flush=True,
-                )  # fmt: skip
+                    f"{rate:.0f}/s)  ",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
     if progress:
         print(file=sys.stderr)
     meta = _meta(seed, size, counts)
@@ -403,9 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW (default 128x256)")
     parser.add_argument(
-        "--counts", type=_counts, default=DEFAULT_COUNTS,
+        "--counts",
+        type=_counts,
+        default=DEFAULT_COUNTS,
         help="source, target-train and target-val images (default 1000,1000,200)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     generate(args.out, args.seed, args.size, args.counts, progress=True)

@@ -65,9 +65,10 @@ class DeeplabVGG(nn.Module):
         model, whose fc layers are not converted from the ImageNet classifier)."""
         fc_layers = {len(self.features) - offset for offset in FC_LAYERS_FROM_END}
         return [
-            key for key in self.state_dict()
+            key
+            for key in self.state_dict()
             if key.startswith("features.") and int(key.split(".")[1]) not in fc_layers
-        ]  # fmt: skip
+        ]
 
     def init_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A torchvision VGG-16 state dict in this model's numbering (conv5 moves down one slot

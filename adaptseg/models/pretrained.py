@@ -83,9 +83,12 @@ def load_init_weights(
         for key, tensor in {**filled, **heads}.items():
             own[key].copy_(tensor)
     log.info(
-        "init weights %s: %d of %d backbone tensors matched, %d head tensors", path,
-        len(filled), total, len(heads),
-    )  # fmt: skip
+        "init weights %s: %d of %d backbone tensors matched, %d head tensors",
+        path,
+        len(filled),
+        total,
+        len(heads),
+    )
     return len(filled), total
 
 
