@@ -17,6 +17,7 @@ from reports.cost import compute_hours
 from reports.gan import gan_outliers
 from reports.importance import param_importances
 from reports.layout import StudyFolder
+from reports.repeats import repeat_rows, repeats_html
 from reports.stats import miou_interval, paired_difference
 from reports.status import status_rows
 from reports.text import (
@@ -92,7 +93,9 @@ class Report:
 
     def headline_trials(self) -> pd.DataFrame:
         """The confirm trials the headline numbers come from: rank 0 of the current plan."""
-        confirm = self.trials[(self.trials["stage"] == "confirm") & (self.trials["rank"] == 0)]
+        trials = self.trials
+        first = trials["repeat"].fillna(1) == 1  # repeats of the search: reports/repeats.py
+        confirm = trials[(trials["stage"] == "confirm") & (trials["rank"] == 0) & first]
         return confirm[confirm["current"].fillna(True).astype(bool)]
 
     def confirm_scores(self, model: str) -> dict[str, dict[int, float]]:
@@ -226,16 +229,18 @@ class Report:
         )
         note = (
             f"<p class='note'>Intervals are 95% Student-t intervals over "
-            f"{count(seeds, 'seed')}, cut to the range the quantity can take ([0, 1] for an "
-            "mIoU, [-1, 1] for a difference)"
+            f"{count(seeds, 'training seed')} of the configs each arm's search chose (they "
+            "cover the training noise, not the search's: a repeated search shows that), cut to "
+            "the range the quantity can take ([0, 1] for an mIoU, [-1, 1] for a difference)"
             + ("; &dagger; marks an interval that reached past it and was cut" if clipped else "")
             + ". With so few seeds they are wide; an interval that includes 0 means the study "
             "cannot tell the arms apart, not that they are equal. A verdict is given only "
             "where the interval excludes 0.</p>"
         )
+        repeats = repeats_html(repeat_rows(self.trials, self.arms, self.pairs))
         return (
             f"<table>{head}{body}</table>{comparisons}{note}"
-            f"<div class='verdict'>{'<br>'.join(verdicts)}</div>"
+            f"<div class='verdict'>{'<br>'.join(verdicts)}</div>{repeats}"
         )
 
     def ablation_text(self) -> str:
@@ -256,7 +261,20 @@ class Report:
             ]
             for r in pairs
         ]
-        return columns(lines) + ("\n\n" + columns(compared) if pairs else "")
+        text = columns(lines) + ("\n\n" + columns(compared) if pairs else "")
+        spread = repeat_rows(self.trials, self.arms, self.pairs)
+        if spread:
+            table = [["search repeats", *[f"repeat {r}" for r in spread[0]["means"]], "spread"]]
+            table += [
+                [
+                    row["what"],
+                    *[f"{m:+.4f}" for m in row["means"].values()],
+                    f"{row['spread']:.4f}",
+                ]
+                for row in spread
+            ]
+            text += "\n\n" + columns(table)
+        return text
 
     def summary_pairs(self) -> list[dict[str, Any]]:
         """The comparisons for ``summary.json``."""

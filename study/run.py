@@ -61,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start over; the old study directory is moved aside, not deleted",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="validate everything, print the plan"
+        "--dry-run", action="store_true", help="validate everything, print the plan and its cost"
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --dry-run: time a few steps of each arm's model here first (minutes at the "
+        "paper's sizes on a CPU), and keep the figure for later dry-runs",
     )
     parser.add_argument("--address", help="join this Ray cluster ('auto' or host:port)")
     parser.add_argument("--node-ip-address", help="this node's IP for a Ray started here")
@@ -131,7 +137,7 @@ def dry_run(spec: StudySpec, paths: StudyPaths, args: argparse.Namespace, growth
     from study.stages.preflight import preflight_resources
 
     checked = preflight_resources(spec, args.address, args.node_ip_address)
-    print(describe_plan(spec, paths))
+    print(describe_plan(spec, paths, args.calibrate))
     print(checked)
     if growth.start_over:
         print(
@@ -173,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.calibrate and not args.dry_run:
+        print("error: --calibrate: expected with --dry-run (it times the models, then plans)",
+              file=sys.stderr)  # fmt: skip
+        return errors.EXIT_BAD_INPUT
     try:
         spec = load_spec(args.study, args.overrides, smoke=args.smoke)
         paths = StudyPaths.for_spec(spec, args.results)

@@ -1,5 +1,6 @@
 """What must hold for a study after any sequence of kills and reruns (issue 12): every planned
-trial ended exactly once, Optuna agrees with the tables, no row twice, a fixed confirm plan."""
+trial ended exactly once, Optuna agrees with the tables (each trial's state, value and every
+report at its step), no row twice, a fixed confirm plan."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def check_study(root: Path, spec: dict) -> dict[str, int]:
         assert set(linked) == set(rows["trial_id"]), f"{arm}: Optuna and Ray name other trials"
         for row in rows.itertuples():
             trial = linked[row.trial_id]
+            reports = evals[(evals["trial_id"] == row.trial_id) & (evals["split"] == "select")
+                            & evals["miou"].notna()]  # fmt: skip
+            expected = {int(r.step): float(r.miou) for r in reports.itertuples()}
+            if trial.intermediate_values != expected:
+                disagreements.append((arm, row.trial_id, "reports", trial.intermediate_values))
             if trial.state != OPTUNA_STATE[row.status]:
                 disagreements.append((arm, row.trial_id, row.status, trial.state.name))
             elif row.status == "completed" and trial.value != row.final_miou:

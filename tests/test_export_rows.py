@@ -139,7 +139,8 @@ def test_every_trial_column(study):
               "peak_memory_gb": None, "device": None, "amp_used": None, "repairs": None}  # fmt: skip
     assert trials["done"] == {
         **common, "experiment": "search-a", "arm": "a", "stage": "search", "trial_id": "done",
-        "rank": None, "current": True, "status": "completed", "error": None, "best_miou": 0.35,
+        "rank": None, "repeat": 1, "current": True, "status": "completed", "error": None,
+        "best_miou": 0.35,
         "final_miou": 0.35, "best_step": 12, "step_reached": 12, "max_steps": 12,
         "report_miou_final": None, "report_miou_best_on_select": None, "wall_seconds": 20.0,
         "compute_seconds": 18.0, "lr": 1e-3, "gan": "ls",
@@ -177,7 +178,8 @@ def test_every_trial_column(study):
     assert (nan["best_miou"], nan["final_miou"], nan["step_reached"]) == (0.05, 0.05, 6)
     assert trials["c0"] == {
         **common, "seed": 3, "experiment": "confirm-1", "arm": "b", "stage": "confirm",
-        "trial_id": "c0", "rank": 1, "current": True, "status": "completed", "error": None,
+        "trial_id": "c0", "rank": 1, "repeat": 1, "current": True, "status": "completed",
+        "error": None,
         "best_miou": 0.4,
         "final_miou": 0.4, "best_step": 12, "step_reached": 12, "max_steps": 12,  # its own
         "report_miou_final": 0.31, "report_miou_best_on_select": 0.33, "wall_seconds": 31.0,

@@ -150,27 +150,18 @@ def test_ray_pickles_each_trials_checkpoint_manager_into_its_snapshot(tmp_path):
     assert all(runner[key] == {} for key in snapshot.PENDING_DECISIONS)
 
 
-def test_tunes_concurrency_limiter_saves_only_its_searcher(storage, tmp_path):
-    """So a restored limiter knows no live trial; the subclass passes their completions on."""
-    from ray.tune.search import ConcurrencyLimiter
+def test_tunes_asha_keeps_its_rungs_where_the_ask_order_subclass_reads_them():
+    """AskOrderASHA replaces ASHA's bracket by one that compares only earlier-asked trials."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
 
-    searcher = private_api.PruneAwareOptunaSearch(
-        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4
-    )
-    limiter = private_api.ResumableConcurrencyLimiter(searcher, max_concurrent=2)
-    assert isinstance(limiter, ConcurrencyLimiter)
-    assert limiter.suggest("a") is not None and limiter.live_trials == {"a"}
-    limiter.save(str(tmp_path / "searcher.pkl"))
-
-    fresh = private_api.PruneAwareOptunaSearch(
-        space, metric="miou", mode="max", storage=storage, study_name="s", max_step=4
-    )
-    restored = private_api.ResumableConcurrencyLimiter(fresh, max_concurrent=2)
-    restored.restore(str(tmp_path / "searcher.pkl"))
-    assert restored.live_trials == set(), "Tune's limiter now saves its live trials"
-    restored.on_trial_complete("a", {"miou": 0.5, "step": 4})
-    (trial,) = optuna.load_study(study_name="s", storage=storage).trials
-    assert trial.state == TrialState.COMPLETE and trial.value == 0.5
+    asha = private_api.AskOrderASHA(
+        time_attr="step", metric="miou", mode="max", max_t=18, grace_period=2,
+        reduction_factor=3, slots=2,
+    )  # fmt: skip
+    (bracket,) = asha._brackets
+    assert isinstance(bracket, _Bracket), "_Bracket, _brackets"
+    assert [milestone for milestone, _ in bracket._rungs] == [18, 6, 2], "_rungs (reversed)"
+    assert bracket._stop_last_trials is True, "_stop_last_trials"
 
 
 def test_an_iteration_reported_again_after_a_resume_keeps_its_first_value_quietly(storage):

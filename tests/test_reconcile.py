@@ -62,7 +62,9 @@ def test_the_optuna_database_is_rebuilt_to_hold_exactly_what_ray_records(tmp_pat
         "bad": TrialState.FAIL,
     }  # fmt: skip
     assert found["done"].value == 0.3 and found["done"].params == {"lr": 1e-3}
-    assert found["done"].intermediate_values == {1: 0.1, 2: 0.3}
+    # every select report, the last included, at its training step
+    assert found["done"].intermediate_values == {2: 0.1, 6: 0.3}
+    assert found["cut"].intermediate_values == {2: 0.2}
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert not list(tmp_path.glob("optuna.db.damaged-*"))
     assert optuna_db.problem(paths, spec) is None

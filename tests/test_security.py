@@ -108,7 +108,7 @@ RAY_INTERNALS = (
     "trial_data", "runner_data", "checkpoint_manager", "CLOUDPICKLE", "_latest_checkpoint_result",
     "_checkpoint_results", "_cached_trial_decisions", "_queued_trial_decisions", "_local_tuner",
     "_node_ip_address", "_ot_study", "_ot_trials", "_completed_trials", "_trial_id",
-    "_cached_frozen_trial", "live_trials", "Trial task failed", "Tuner.restore(path=",
+    "_cached_frozen_trial", "_Bracket", "_rungs", "Trial task failed", "Tuner.restore(path=",
 )  # fmt: skip
 
 

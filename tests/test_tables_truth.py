@@ -88,7 +88,7 @@ def test_the_ablation_table_and_verdicts_match_a_hand_computation(tmp_path):
 def test_one_seed_is_shown_without_an_interval(tmp_path):
     report = write_study(tmp_path / "s", {"no_adapt": {0: 0.3}, "adapted": {0: 0.5}})
     html = report.ablation()
-    assert "0.3000 (1 seed: no interval)" in html and "over 1 seed," in html
+    assert "0.3000 (1 seed: no interval)" in html and "over 1 training seed of" in html
     assert html.count("no interval can be drawn") == 1
     assert "1 comparison with fewer than two paired seeds: no interval can be drawn" in html
 

@@ -12,9 +12,9 @@ What the project needs and neither library offers publicly:
   The rule (docs/resume.md): Ray's snapshot decides which trials go on; a trial that Tune runs
   again is RUNNING in Optuna. A report for a trial Optuna has already finished is logged and
   dropped, never raised.
-* Ray Tune's ``ConcurrencyLimiter``: its set of live trials (``live_trials``), which it does
-  not save, so a restored one drops the completion of every trial the rerun resumes
-  (``ResumableConcurrencyLimiter`` passes those on).
+* Ray Tune's ASHA: its bracket (``_Bracket``, ``_brackets``, ``_rungs``), which
+  ``AskOrderASHA`` makes compare a trial only with the trials asked before it
+  (``study.stages.ask_order``).
 * Ray Tune's ``Tuner``: the RunConfig a restored one runs with (``_local_tuner``), whose
   callbacks ``use_callbacks`` replaces with this run's.
 """
@@ -30,7 +30,6 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
-from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from study.records.rows import METRIC_NAME, ORPHAN_ATTR, RAY_TRIAL_ATTR
@@ -93,20 +92,31 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def _finished_in_optuna(self, trial_id: str) -> bool:
         trial = self._ot_trials[trial_id]
-        return self._ot_study._storage.get_trial(row_id(trial)).state.is_finished()
+        try:
+            return self._ot_study._storage.get_trial(row_id(trial)).state.is_finished()
+        except KeyError:  # a row a rebuilt database does not hold
+            return False
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        """The result's metric as an intermediate value at its training step (Ray's OptunaSearch
+        uses its report count, and never reports a trial's last result)."""
+        value, step = result.get(self.metric), result.get(self.step_key)
+        if not (isinstance(value, int | float) and math.isfinite(value) and isinstance(step, int)):
+            return
+        # A trial resumed from an older checkpoint reports a step again; Optuna keeps the first
+        # value and warns, which is expected here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is already reported", UserWarning)
+            self._ot_trials[trial_id].report(value, step)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._ot_trials:
             log.warning("result for trial %s, never asked for by this searcher: dropped", trial_id)
             return
-        if trial_id not in self._completed_trials and self._finished_in_optuna(trial_id):
+        if trial_id in self._completed_trials or self._finished_in_optuna(trial_id):
             log.warning("result for trial %s, which Optuna has finished: dropped", trial_id)
             return
-        # A trial resumed from an older checkpoint reports an iteration again; Optuna keeps
-        # the first value and warns, which is expected here.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*is already reported", UserWarning)
-            super().on_trial_result(trial_id, result)
+        self._report(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -118,6 +128,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 self._errored.add(trial_id)
             self._tell(trial_id, None, TrialState.FAIL if error else TrialState.PRUNED)
             return
+        if not self._finished_in_optuna(trial_id):
+            self._report(trial_id, result)  # the last report is an intermediate value too
         value = result.get(self.metric)
         if value is None or not math.isfinite(value):
             self._tell(trial_id, None, TrialState.FAIL)
@@ -127,6 +139,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._tell(trial_id, value, TrialState.COMPLETE)
 
     def _tell(self, trial_id: str, value: float | None, state: TrialState) -> None:
+        if self._finished_in_optuna(trial_id):  # a rebuild from Ray's records told it already
+            self._completed_trials.add(trial_id)
+            return
         try:
             self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
         except Exception as exc:  # noqa: BLE001 - already finished elsewhere: never end the run
@@ -203,21 +218,6 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 row = row_id(self._ot_study.get_trials(deepcopy=False)[-1])
                 log.warning("trial %s was missing from the Optuna database: added again", trial_id)
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, row)
-
-
-class ResumableConcurrencyLimiter(ConcurrencyLimiter):
-    """Tune's ConcurrencyLimiter saves only its searcher, so after a restore it knows no live
-    trial and drops the completion of each trial the rerun resumed: the searcher (Optuna, TPE)
-    would never hear how they ended. Here a completion the limiter does not know goes to the
-    searcher all the same (which ignores trials it never asked for or already finished)."""
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if trial_id in self.live_trials:
-            super().on_trial_complete(trial_id, result=result, error=error)
-        else:
-            self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
 
 def use_callbacks(tuner: Any, callbacks: list) -> None:

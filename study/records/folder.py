@@ -11,8 +11,8 @@ is a mirror (``ray-records/``) of everything but the checkpoints. ``sync_records
 mirror up to date (a download): the driver calls it once at each stage boundary, the live
 report at most every ``checkpoint.sync_every_s`` (Ray uploads no more often), and
 ``python -m study.export`` once.
-Experiment names: ``search-<arm>`` (then ``search-<arm>@2``... when a study grows) and
-``confirm`` (then ``confirm-2``...).
+Experiment names: ``search-<arm>`` (then ``search-<arm>@2``... when a study grows, and
+``search-<arm>+r2``... for the repeats of a search) and ``confirm`` (then ``confirm-2``...).
 """
 
 from __future__ import annotations
@@ -133,11 +133,13 @@ class StudyPaths(StudyFolder):
         with filesystem.open_output_stream(f"{base}/{filename}") as target:
             target.write(data)
 
-    def search_parts(self, arm: str) -> list[str]:
-        """The experiments of an arm's search that exist, in the order they were made."""
+    def search_parts(self, arm: str, repeat: int = 1) -> list[str]:
+        """The experiments of one repeat of an arm's search that exist, in the order they were
+        made."""
         folder = self.records_dir
-        names = [search_experiment(arm)] + [
-            p.name for p in folder.glob(f"search-{arm}@*") if p.name.rsplit("@", 1)[1].isdigit()
+        first = search_experiment(arm, repeat=repeat)
+        names = [first] + [
+            p.name for p in folder.glob(f"{first}@*") if p.name.rsplit("@", 1)[1].isdigit()
         ]
         found = [n for n in names if (folder / n).is_dir()]
         return sorted(found, key=lambda n: int(n.rsplit("@", 1)[1]) if "@" in n else 1)
@@ -156,9 +158,11 @@ def _absolute(storage: str | None) -> str | None:
     return str(Path(storage).absolute())
 
 
-def search_experiment(arm: str, part: int = 1) -> str:
-    """The Ray experiment of an arm's search; a study grown later adds ``search-<arm>@2`` ..."""
-    return f"search-{arm}" if part == 1 else f"search-{arm}@{part}"
+def search_experiment(arm: str, part: int = 1, repeat: int = 1) -> str:
+    """The Ray experiment of an arm's search (``search-<arm>``); a study grown later adds
+    ``search-<arm>@2`` ..., a repeat of the search ``search-<arm>+r2`` (then ``@2`` ...)."""
+    base = f"search-{arm}" if repeat == 1 else f"search-{arm}+r{repeat}"
+    return base if part == 1 else f"{base}@{part}"
 
 
 def confirm_experiment(part: int) -> str:

@@ -45,20 +45,25 @@ OPTUNA_STATE = {
 }
 
 
-def study_name(spec: StudySpec, arm: str) -> str:
-    """The Optuna study of an arm's search in the database (the searcher writes it under this
-    name, the rebuild too)."""
-    return f"{spec.name}-{arm}"
+def study_name(spec: StudySpec, arm: str, repeat: int = 1) -> str:
+    """The Optuna study of one repeat of an arm's search in the database (the searcher writes it
+    under this name, the rebuild too)."""
+    return f"{spec.name}-{arm}" if repeat == 1 else f"{spec.name}-{arm}+r{repeat}"
 
 
-def ray_trials(paths: StudyPaths, spec: StudySpec, arm: str) -> list[dict]:
-    """The arm's search trials in Ray's records, oldest experiment first, each with its rows
-    and the state the tables give it (``OPTUNA_STATE``)."""
+def searches(spec: StudySpec) -> list[tuple[str, int]]:
+    """Every (arm, repeat) search of the study, in the order the driver runs them."""
+    return [(arm, r) for arm in spec.arms for r in range(1, spec.search.repeats + 1)]
+
+
+def ray_trials(paths: StudyPaths, spec: StudySpec, arm: str, repeat: int = 1) -> list[dict]:
+    """One repeat of the arm's search trials in Ray's records, oldest experiment first, each
+    with its rows and the state the tables give it (``OPTUNA_STATE``)."""
     experiments = paths.records_dir
     errored = load_errored(paths.errors_file)
     steps = arm_config(spec, arm).num_steps
     out = []
-    for name in paths.search_parts(arm):
+    for name in paths.search_parts(arm, repeat):
         for trial in experiment_trials(experiments / name, errored.get(name)):
             if trial["config"].get("arm") != arm:
                 continue  # recorded by Tune without its config (kill -9): never asked for
@@ -84,7 +89,7 @@ def problem(paths: StudyPaths, spec: StudySpec) -> tuple[str, bool] | None:
     """Why the database does not hold what Ray's records say, and whether the file itself is
     missing or unreadable (the user is told then); None when it agrees (also when no search
     has started: OptunaSearch makes the database then)."""
-    records = {arm: ray_trials(paths, spec, arm) for arm in spec.arms}
+    records = {search: ray_trials(paths, spec, *search) for search in searches(spec)}
     if not any(records.values()):
         return None
     if not paths.optuna_db.is_file():
@@ -92,8 +97,9 @@ def problem(paths: StudyPaths, spec: StudySpec) -> tuple[str, bool] | None:
     try:
         storage = optuna.storages.RDBStorage(paths.optuna_url)
         try:
-            for arm, trials in records.items():
-                if trials and (why := _study_problem(storage, study_name(spec, arm), trials)):
+            for (arm, repeat), trials in records.items():
+                name = study_name(spec, arm, repeat)
+                if trials and (why := _study_problem(storage, name, trials)):
                     return why, False
         finally:
             storage.engine.dispose()
@@ -126,18 +132,25 @@ def _study_problem(
                 f"its trial {frozen.number} is {frozen.state.name} where Ray's record says "
                 f"{state.name}"
             )
+        reported = intermediate_values(trial["rows"])
+        if state != TrialState.RUNNING and frozen.intermediate_values != reported:
+            return (
+                f"its trial {frozen.number} holds {len(frozen.intermediate_values)} reports "
+                f"where Ray's record holds {len(reported)}"
+            )
     return None
 
 
-def _intermediate_values(rows: list[dict]) -> dict[int, float]:
-    """What OptunaSearch reports for each result: the mIoU at Ray's training iteration."""
+def intermediate_values(rows: list[dict]) -> dict[int, float]:
+    """What the searcher reports for each select-split result, the last one included: the
+    mIoU at its training step."""
     values = {}
     for row in rows:
-        miou, iteration = row.get("miou"), row.get("training_iteration")
-        if split_of(row) != Split.SELECT or not isinstance(iteration, int):
+        miou, step = row.get("miou"), row.get("step")
+        if split_of(row) != Split.SELECT or not isinstance(step, int):
             continue
         if isinstance(miou, int | float) and math.isfinite(miou):
-            values[iteration] = float(miou)
+            values[step] = float(miou)
     return values
 
 
@@ -150,7 +163,7 @@ def _frozen(trial: dict, distributions: dict) -> optuna.trial.FrozenTrial:
         params=params,
         distributions={name: distributions[name] for name in params},
         user_attrs={RAY_TRIAL_ATTR: trial["trial_id"]},
-        intermediate_values=_intermediate_values(trial["rows"]),
+        intermediate_values=intermediate_values(trial["rows"]),
     )
 
 
@@ -161,12 +174,12 @@ def rebuild(paths: StudyPaths, spec: StudySpec, keep_old: bool) -> int:
     building.unlink(missing_ok=True)
     storage = optuna.storages.RDBStorage(f"sqlite:///{building}")
     count = 0
-    for arm in spec.arms:
-        trials = ray_trials(paths, spec, arm)
+    for arm, repeat in searches(spec):
+        trials = ray_trials(paths, spec, arm, repeat)
         if not trials:
             continue
         study = optuna.create_study(
-            storage=storage, study_name=study_name(spec, arm), direction="maximize"
+            storage=storage, study_name=study_name(spec, arm, repeat), direction="maximize"
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -193,8 +206,8 @@ def ensure(paths: StudyPaths, spec: StudySpec) -> str | None:
     beside it); a database that merely lags Ray's records (a kill -9 between the two writes,
     trials asked after Ray's last snapshot) is rebuilt with a log line only."""
     if not paths.remote:  # the snapshots Ray will resume from, as the driver repairs them
-        for arm in spec.arms:
-            for name in paths.search_parts(arm):
+        for arm, repeat in searches(spec):
+            for name in paths.search_parts(arm, repeat):
                 repair_snapshots(paths.records_dir / name)
     found = problem(paths, spec)
     if found is None:

@@ -17,12 +17,15 @@ CASE_FIELDS = ("arm", "stage", "rank", "seed")
 
 def plan_key(spec: StudySpec) -> dict[str, Any]:
     """What a confirm plan was made for: a grown study makes a new one."""
-    return {
+    key: dict[str, Any] = {
         "arms": list(spec.arms),
         "num_samples": spec.search.num_samples,
         "top_k": spec.confirm.top_k,
         "seeds": list(spec.confirm.seeds),
     }
+    if spec.search.repeats > 1:  # a plan of one repeat is keyed as before repeats existed
+        key["repeats"] = spec.search.repeats
+    return key
 
 
 def read_plan(path: Path) -> list[dict[str, Any]]:

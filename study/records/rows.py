@@ -136,6 +136,7 @@ CLASS_FIELDS: list[tuple[str, pa.DataType]] = [
 TRIAL_FIELDS: list[tuple[str, pa.DataType]] = [
     *IDENTITY,
     ("rank", pa.int64()),
+    ("repeat", pa.int64()),  # which repeat of the arm's search (1: the first, the headline)
     ("current", pa.bool_()),
     ("status", pa.string()),
     ("error", pa.string()),

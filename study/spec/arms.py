@@ -117,8 +117,10 @@ def arm_rows(spec: StudySpec) -> list[dict[str, Any]]:
                 "use_target": cfg.use_target,
                 "num_steps": cfg.num_steps,
                 "searched": json.dumps(searched, sort_keys=True),
-                "planned_search": spec.search.num_samples,
-                "planned_confirm": spec.confirm.top_k * len(spec.confirm.seeds),
+                "planned_search": spec.search.num_samples * spec.search.repeats,
+                "planned_confirm": spec.confirm.top_k
+                * len(spec.confirm.seeds)
+                * spec.search.repeats,
             }
         )
     return rows

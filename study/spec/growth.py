@@ -43,7 +43,9 @@ def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], l
         parts = key.split(".")
         if parts[0] == "arms" and len(parts) > 1 and parts[1] in added:
             grown.append(f"arms.{parts[1]}")
-        elif key in ("search.num_samples", "confirm.top_k") and _more(before, after):
+        elif key in ("search.num_samples", "search.repeats", "confirm.top_k") and _more(
+            before, after
+        ):
             grown.append(key)
         elif key == "confirm.seeds" and _appended(before, after):
             grown.append(key)

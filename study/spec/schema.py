@@ -178,6 +178,10 @@ class SearchSpec(_Strict):
 
     num_samples: PositiveInt = 8
     """Search trials per arm (raise it to grow a finished study)."""
+    repeats: PositiveInt = 1
+    """Runs of each arm's search, each with its own sampler seed (`sampler.seed`, then + 1, +
+    2 ...) and its own confirmed pick: the spread between repeats is the search's own noise,
+    which the intervals over confirm seeds do not cover (raise it to grow a finished study)."""
     sampler: SamplerSpec = SamplerSpec()
     """How Optuna proposes configs."""
     space: dict[str, Distribution] = {}

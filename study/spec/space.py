@@ -37,5 +37,10 @@ class ArmSpace:
         return dict(self.constants)
 
 
-def arm_space(spec: StudySpec, arm: str) -> ArmSpace:
-    return ArmSpace(spec.searched(arm), arm, {"arm": arm, "stage": "search"})
+def arm_space(spec: StudySpec, arm: str, repeat: int = 1) -> ArmSpace:
+    """The space of one repeat of an arm's search (its trials' configs name the repeat from the
+    second on)."""
+    constants: dict[str, Any] = {"arm": arm, "stage": "search"}
+    if repeat > 1:
+        constants["repeat"] = repeat
+    return ArmSpace(spec.searched(arm), arm, constants)

@@ -9,6 +9,7 @@ planned.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import yaml
 from ray import tune
@@ -48,24 +49,24 @@ def confirm_plan(spec: StudySpec, plan_file, searches: dict[str, list[TrialRecor
         return (not cfg.multi_level, not cfg.use_target)
 
     picks = {
-        arm: pick_top(
-            searches[arm],
+        (arm, repeat): pick_top(
+            searches[(arm, repeat)],
             list(spec.searched(arm)),
             arm_config(spec, arm).num_steps,
             spec.confirm.top_k,
         )
-        for arm in sorted(searches, key=cost)
+        for arm, repeat in sorted(searches, key=lambda search: (cost(search[0]), search[1]))
     }
     cases = confirm_cases(picks, spec.confirm.seeds)
     write_plan(plan_file, [*plan, {"for": key, "cases": cases}])
     return cases
 
 
-def write_best_configs(spec: StudySpec, folder, cases: list[dict]) -> None:
+def write_best_configs(spec: StudySpec, folder: Path, cases: list[dict]) -> None:
     """The best config of each arm as a YAML that ``python -m adaptseg.train`` accepts."""
     folder.mkdir(parents=True, exist_ok=True)
     for case in cases:
-        if case["rank"] != 0 or case["seed"] != spec.confirm.seeds[0]:
+        if case["rank"] != 0 or case["seed"] != spec.confirm.seeds[0] or "repeat" in case:
             continue
         sampled = {k: v for k, v in case.items() if k in spec.search.space}
         cfg = arm_config(spec, case["arm"], sampled)

@@ -24,6 +24,7 @@ from study.errors import Interrupted
 from study.ray_internals import cluster, logs
 from study.records.folder import StudyPaths
 from study.records.optuna_db import ensure as ensure_optuna_db
+from study.records.optuna_db import searches as searches_of
 from study.records.rows import flat_config
 from study.records.trials import experiment_trials, read_rows, trial_steps
 from study.spec.arms import arm_config
@@ -42,7 +43,7 @@ from study.stages.diskspace import (
     quiet_no_space_logs,
 )
 from study.stages.experiment import Session
-from study.stages.preflight import check_resources
+from study.stages.preflight import check_resources, trial_slots
 from study.stages.provenance import write_provenance
 from study.stages.search import run_search
 from study.stages.selection import TrialRecord, missing_cases, summarise
@@ -114,13 +115,14 @@ def run_study(
     install_sigterm()
     try:
         gpus = gpus_per_trial(spec)  # before anything is written: a refusal leaves no trace
+        slots = trial_slots(spec.resources, cluster.nodes(), gpus)
         paths.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.spec_file, yaml.safe_dump(resolved, sort_keys=False))
         write_provenance(paths.provenance)
         paths.sync_records()
         if note := ensure_optuna_db(paths, spec):
             print(note, file=sys.stderr)
-        session = Session(spec, paths, gpus, verbose, DiskWatch(paths.root))
+        session = Session(spec, paths, gpus, slots, verbose, DiskWatch(paths.root))
         try:
             return _run_stages(session)
         except Exception as exc:
@@ -131,11 +133,19 @@ def run_study(
         cluster.disconnect()
 
 
-def _outlook(spec: StudySpec, paths: StudyPaths, later: list[str]) -> Outlook:
+Search = tuple[str, int]  # (arm, repeat)
+
+
+def stage_name(search: Search) -> str:
+    arm, repeat = search
+    return f"search {arm}" if repeat == 1 else f"search {arm} (repeat {repeat})"
+
+
+def _outlook(spec: StudySpec, paths: StudyPaths, later: list[Search]) -> Outlook:
     """The steps the stages after the current one still have to train, from Ray's records: a
     search trial not started counts the share of its steps that the study's finished search
     trials reached (ASHA stops some), a confirm case its whole budget."""
-    finished: dict[str, int] = {}
+    finished: dict[Search | str, int] = {}
     reached = budget = 0
     experiments = sorted(paths.records_dir.iterdir()) if paths.records_dir.is_dir() else []
     for experiment in experiments:
@@ -144,7 +154,8 @@ def _outlook(spec: StudySpec, paths: StudyPaths, later: list[str]) -> Outlook:
             arm = config.get("arm")
             if trial["status"] != "TERMINATED" or arm not in spec.arms:
                 continue
-            key = "confirm" if config.get("stage") == "confirm" else arm
+            search = (arm, int(config.get("repeat", 1)))
+            key = "confirm" if config.get("stage") == "confirm" else search
             finished[key] = finished.get(key, 0) + 1
             if key != "confirm":
                 steps = trial_steps(config, arm_config(spec, arm).num_steps)
@@ -152,34 +163,32 @@ def _outlook(spec: StudySpec, paths: StudyPaths, later: list[str]) -> Outlook:
                 reached += min(max((r.get("step") or 0 for r in rows), default=0), steps)
                 budget += steps
     share = reached / budget if budget and spec.scheduler.kind == "asha" else 1.0
-    steps_left = 0.0
-    for stage in later:
-        if stage == "confirm":
-            cases = spec.confirm.top_k * len(spec.confirm.seeds) * len(spec.arms)
-            longest = max(arm_config(spec, arm).num_steps for arm in spec.arms)
-            steps_left += max(cases - finished.get("confirm", 0), 0) * longest
-        else:
-            left = max(spec.search.num_samples - finished.get(stage, 0), 0)
-            steps_left += left * arm_config(spec, stage).num_steps * share
+    cases = spec.confirm.top_k * len(spec.confirm.seeds) * len(spec.arms) * spec.search.repeats
+    longest = max(arm_config(spec, arm).num_steps for arm in spec.arms)
+    steps_left = max(cases - finished.get("confirm", 0), 0) * longest
+    for search in later:
+        left = max(spec.search.num_samples - finished.get(search, 0), 0)
+        steps_left += left * arm_config(spec, search[0]).num_steps * share
     return Outlook(steps_left, share)
 
 
 def _run_stages(session: Session) -> dict[str, Any]:
-    """Each arm's search, then the confirm stage; the tables and report after each."""
+    """Each arm's search (each of its repeats), then the confirm stage; the tables and report
+    after each."""
     spec, paths = session.spec, session.paths
-    searches: dict[str, list[TrialRecord]] = {}
-    arms = list(spec.arms)
+    searches: dict[Search, list[TrialRecord]] = {}
+    order = searches_of(spec)
     rate = Rate()
-    stage = f"search {arms[0]}"
+    stage = stage_name(order[0])
     try:
-        for index, arm in enumerate(arms):
-            stage = f"search {arm}"
-            outlook = _outlook(spec, paths, [*arms[index + 1 :], "confirm"])
-            steps = arm_config(spec, arm).num_steps
+        for index, search in enumerate(order):
+            stage = stage_name(search)
+            outlook = _outlook(spec, paths, order[index + 1 :])
+            steps = arm_config(spec, search[0]).num_steps
             progress = Progress(stage, spec.search.num_samples, steps, rate=rate, outlook=outlook)
-            searches[arm] = run_search(session, arm, progress)
-            following = arms[index + 1] if index + 1 < len(arms) else None
-            refresh_outputs(paths, stage=f"search {following}" if following else "confirm")
+            searches[search] = run_search(session, search[0], progress, search[1])
+            following = order[index + 1] if index + 1 < len(order) else None
+            refresh_outputs(paths, stage=stage_name(following) if following else "confirm")
         stage = "confirm"
         cases = confirm_plan(spec, paths.confirm_plan, searches)
         write_best_configs(spec, paths.best_configs, cases)

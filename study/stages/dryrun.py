@@ -8,12 +8,14 @@ from adaptseg.devices import detect, resolve_amp
 from adaptseg.trainer import resolve_device
 from reports.cost import compute_hours
 from study.records.folder import StudyPaths
-from study.spec.arms import arm_config, arm_rows
+from study.spec.arms import arm_config
 from study.spec.schema import StudySpec
+from study.stages.cost import cost_lines
 
 
-def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
-    """The --dry-run text: arms, stages, trial counts, resources, steps per trial."""
+def describe_plan(spec: StudySpec, paths: StudyPaths, calibrate: bool = False) -> str:
+    """The --dry-run text: arms, stages, trial counts, resources, steps per trial, and what the
+    study will cost (``study.stages.cost``; ``calibrate``: time each model here first)."""
     lines = [f"study {spec.name} -> {paths.root}"]
     gpus = spec.resources.gpus_per_trial
     lines.append(
@@ -26,40 +28,34 @@ def describe_plan(spec: StudySpec, paths: StudyPaths) -> str:
         if asha.kind == "asha"
         else "no early stopping"
     )
+    repeats = spec.search.repeats
+    runs = f" x {repeats} repeats of the search" if repeats > 1 else ""
     total = 0
     for arm in spec.arms:
         cfg = arm_config(spec, arm)
         params = list(spec.searched(arm))
-        confirm = spec.confirm.top_k * len(spec.confirm.seeds)
-        total += spec.search.num_samples + confirm
+        confirm = spec.confirm.top_k * len(spec.confirm.seeds) * repeats
+        total += spec.search.num_samples * repeats + confirm
         lines.append(
-            f"arm {arm}: search {spec.search.num_samples} trials over "
+            f"arm {arm}: search {spec.search.num_samples} trials{runs} over "
             f"[{', '.join(params) or 'nothing'}] with {scheduler}; confirm {confirm} trials "
-            f"(top {spec.confirm.top_k} x seeds {spec.confirm.seeds}); {cfg.num_steps} steps "
-            f"per trial, evaluation every {cfg.eval_every}"
+            f"(top {spec.confirm.top_k} x seeds {spec.confirm.seeds}{runs}); {cfg.num_steps} "
+            f"steps per trial, evaluation every {cfg.eval_every}"
         )
     lines.append(f"total: {total} trials")
-    lines.append(compute_line(spec, paths))
+    lines += spent_lines(paths)
+    lines += cost_lines(spec, paths, calibrate)
     lines += fast_mode_lines(spec)
     return "\n".join(lines)
 
 
-def compute_line(spec: StudySpec, paths: StudyPaths) -> str:
-    """The compute the study as specified will take, from the step times its own trials
-    recorded (a study that has run before, is running, or grows); unknown before any did."""
+def spent_lines(paths: StudyPaths) -> list[str]:
+    """What a study that has run already spent."""
     if not paths.table("trials").is_file():
-        return (
-            "compute: unknown until trials have run (no step time is recorded for this study; "
-            "the report's cost section then tracks the estimate)"
-        )
+        return []
     trials = pd.read_parquet(paths.table("trials"))
-    spent, estimate = compute_hours(trials, pd.DataFrame(arm_rows(spec)))
-    if estimate is None:
-        return f"compute: {spent:.2f} device-hours spent; no estimate until every arm has trained"
-    return (
-        f"compute: at most {estimate:.2f} device-hours as planned ({spent:.2f} spent), at the "
-        f"seconds per step its {len(trials)} recorded trials measured"
-    )
+    spent, _ = compute_hours(trials, None)
+    return [f"spent so far: {spent:.2f} device-hours over {len(trials)} recorded trials"]
 
 
 def fast_mode_lines(spec: StudySpec) -> list[str]:

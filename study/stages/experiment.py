@@ -37,6 +37,7 @@ class Session:
     spec: StudySpec
     paths: StudyPaths
     gpus: float
+    slots: int  # trials at once (study.stages.preflight.trial_slots)
     verbose: bool
     watch: DiskWatch
 

@@ -63,6 +63,21 @@ def check_resources(resources: ResourcesSpec, nodes: list[Node], where: str) -> 
     return gpus
 
 
+def trial_slots(resources: ResourcesSpec, nodes: list[Node], gpus: float) -> int:
+    """How many trials run at once: ``max_concurrent_trials``, else as many as the nodes'
+    CPUs (and GPUs, when trials ask for them) hold. The search's ask order depends on it, so
+    the same spec on the same cluster decides the same way."""
+    fits = 0
+    for cpus, node_gpus in nodes:
+        count = int(cpus // resources.cpus_per_trial)
+        if gpus > 0:
+            count = min(count, int(node_gpus // gpus))
+        fits += count
+    fits = max(fits, 1)
+    limit = resources.max_concurrent_trials
+    return min(limit, fits) if limit is not None else fits
+
+
 def local_nodes(spec: StudySpec) -> list[Node]:
     """The node of the Ray this command starts: ``ray.num_cpus`` (or every core) and the GPUs
     torch sees."""

@@ -53,16 +53,20 @@ def pick_top(
 
 
 def confirm_cases(
-    picks: dict[str, list[dict[str, Any]]], seeds: Sequence[int]
+    picks: dict[str | tuple[str, int], list[dict[str, Any]]], seeds: Sequence[int]
 ) -> list[dict[str, Any]]:
     """Every (arm, rank, seed) to confirm, in the order given (the most expensive arms first,
-    so that no long trial runs alone at the end)."""
-    return [
-        {"arm": arm, "stage": "confirm", "rank": rank, "seed": seed, **params}
-        for arm, ranked in picks.items()
-        for rank, params in enumerate(ranked)
-        for seed in seeds
-    ]
+    so that no long trial runs alone at the end). A pick keyed ``(arm, repeat)`` comes from a
+    repeat of the arm's search: from the second on, its cases name the repeat."""
+    cases = []
+    for key, ranked in picks.items():
+        arm, repeat = key if isinstance(key, tuple) else (key, 1)
+        extra = {"repeat": repeat} if repeat > 1 else {}
+        for rank, params in enumerate(ranked):
+            for seed in seeds:
+                cases.append({"arm": arm, "stage": "confirm", "rank": rank, "seed": seed,
+                              **extra, **params})  # fmt: skip
+    return cases
 
 
 def finished_cases(records: Iterable[TrialRecord]) -> set[tuple]:
@@ -98,7 +102,7 @@ def summarise(
         if case is None or record.errored:
             continue
         rank = ranks.get(case_key(case)) if ranks is not None else case.get("rank")
-        if rank != 0:
+        if rank != 0 or case.get("repeat", 1) != 1:  # the headline: the first search's pick
             continue
         chosen = [
             r["miou"]

@@ -144,6 +144,7 @@ class Tables:
             **base,
             "experiment": experiment,
             "rank": rank,
+            "repeat": as_int(config.get("repeat")) or 1,
             # A confirm trial of an earlier plan generation (a grown study) is not current.
             "current": base["stage"] != "confirm" or rank is not None,
             "status": status,
