@@ -14,9 +14,9 @@ from study.records.plan import current_cases
 from study.records.rows import ORPHAN_ATTR, RAY_TRIAL_ATTR
 
 
-def planned_cases(root: Path) -> list[tuple[str, int, int]]:
+def planned_cases(root: Path) -> list[tuple[str, int, int, int]]:
     plan = current_cases(root / "confirm_plan.json")
-    return sorted((case["arm"], case["rank"], case["seed"]) for case in plan)
+    return sorted((c["arm"], c.get("repeat", 1), c["rank"], c["seed"]) for c in plan)
 
 
 def check_study(root: Path, spec: dict) -> dict[str, int]:
@@ -28,18 +28,21 @@ def check_study(root: Path, spec: dict) -> dict[str, int]:
     assert not (trials["status"] == "running").any(), trials[["arm", "stage", "status"]]
     search = trials[trials["stage"] == "search"]
     samples = spec["search"]["num_samples"]
+    repeats = spec["search"].get("repeats", 1)
     for arm in spec["arms"]:
-        assert (search["arm"] == arm).sum() == samples, f"{arm}: not {samples} search trials"
+        found = (search["arm"] == arm).sum()
+        assert found == samples * repeats, f"{arm}: {found} search trials"
     confirm = trials[trials["stage"] == "confirm"]
     confirm = confirm[confirm["current"]]  # a grown study keeps older generations' trials
-    ran = sorted(zip(confirm["arm"], confirm["rank"], confirm["seed"]))
+    ran = sorted(zip(confirm["arm"], confirm["repeat"], confirm["rank"], confirm["seed"]))
     assert ran == planned_cases(root), "the confirm trials are not the planned ones, once each"
     assert not evals.duplicated(["trial_id", "step", "split", "model"]).any(), "duplicate evals"
     assert not classes.duplicated(["trial_id", "step", "split", "model", "class"]).any()
     storage = f"sqlite:///{root / 'optuna.db'}"
     disagreements, orphans = [], 0
-    for arm in spec["arms"]:
-        study = optuna.load_study(study_name=f"{spec['name']}-{arm}", storage=storage)
+    for arm, repeat in [(a, r) for a in spec["arms"] for r in range(1, repeats + 1)]:
+        suffix = "" if repeat == 1 else f"+r{repeat}"
+        study = optuna.load_study(study_name=f"{spec['name']}-{arm}{suffix}", storage=storage)
         assert all(t.state.is_finished() for t in study.trials), f"{arm}: Optuna trial unfinished"
         linked = {}
         for trial in study.trials:
@@ -48,7 +51,7 @@ def check_study(root: Path, spec: dict) -> dict[str, int]:
                 orphans += 1
             else:
                 linked[trial.user_attrs.get(RAY_TRIAL_ATTR)] = trial
-        rows = search[search["arm"] == arm]
+        rows = search[(search["arm"] == arm) & (search["repeat"] == repeat)]
         assert set(linked) == set(rows["trial_id"]), f"{arm}: Optuna and Ray name other trials"
         for row in rows.itertuples():
             trial = linked[row.trial_id]

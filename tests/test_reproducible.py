@@ -41,3 +41,24 @@ def test_two_runs_of_one_spec_choose_and_record_the_same(tmp_path, bench):  # no
     assert (first["status"] == "early_stopped").any(), "ASHA stopped nothing: no test of it"
     for root in roots:
         check_study(root, spec)  # and Optuna holds every report at its step
+
+
+@pytest.mark.slow
+def test_a_repeated_search_confirms_each_repeats_pick_and_reports_their_spread(tmp_path, bench):  # noqa: F811
+    spec = tiny_spec(bench, search={"num_samples": 2, "repeats": 2}, confirm={"seeds": [0, 1]})
+    result = run_study(write_spec(tmp_path, spec), tmp_path / "results")
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "results" / "tiny"
+    check_study(root, spec)  # 2 x 2 search trials per arm, each repeat its own Optuna study
+    trials = pd.read_parquet(root / "tables" / "trials.parquet")
+    search = trials[trials["stage"] == "search"]
+    first = search[search["repeat"] == 1].sort_values("trial_id")["lr"].tolist()
+    second = search[search["repeat"] == 2].sort_values("trial_id")["lr"].tolist()
+    assert set(first).isdisjoint(second), "the repeats drew the same configs: one sampler seed"
+    confirm = trials[trials["stage"] == "confirm"]
+    assert sorted(confirm.groupby("repeat").size().items()) == [(1, 4), (2, 4)]  # 2 arms x 2 seeds
+    assert "search repeats" in result.stdout and "spread" in result.stdout
+    html = (root / "report.html").read_text()
+    assert "The search&#x27;s own noise" in html or "The search's own noise" in html
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["arms"]["single_level"]["seeds"] == 2  # the headline: repeat 1 only
