@@ -25,7 +25,7 @@ from adaptseg.data.files import (
     cityscapes_samples,
     split_part,
 )
-from adaptseg.data.labels import PALETTE
+from adaptseg.data.labels import CLASS_SUBSETS, PALETTE
 from adaptseg.data.preprocess import DataError
 from adaptseg.evaluation import ConfusionMatrix, class_names, metrics_from_confusion
 from adaptseg.fileio import atomic_write, atomic_write_text
@@ -212,9 +212,15 @@ def evaluate(
     return metrics_from_confusion(confusion, classes)
 
 
-def format_table(metrics: Mapping[str, float], num_classes: int) -> str:
-    """Per-class IoU x 100, two decimals, then the mIoU (as ``compute_iou.py`` prints)."""
-    names = [n for n in class_names(num_classes) if f"iou_{n}" in metrics]
+def format_table(
+    metrics: Mapping[str, float], num_classes: int, evaluated: int | None = None
+) -> str:
+    """Per-class IoU x 100, two decimals, then the mIoU (as ``compute_iou.py`` prints), over
+    the ``evaluated`` classes (SYNTHIA's 16 or 13: only theirs are listed)."""
+    names = list(class_names(num_classes))
+    if evaluated is not None and evaluated != num_classes:
+        names = [names[i] for i in CLASS_SUBSETS[evaluated]]
+    names = [n for n in names if f"iou_{n}" in metrics]
     width = max(len(n) for n in names)
     lines = [f"{name:<{width}}  {100 * metrics[f'iou_{name}']:6.2f}" for name in names]
     lines.append(f"{'mIoU':<{width}}  {100 * metrics['miou']:6.2f}")
@@ -272,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         save_dir,
         bool(settings["align_corners"]),
     )
-    print(format_table(metrics, built["num_classes"]))
+    print(format_table(metrics, built["num_classes"], int(settings["eval_classes"])))
     if args.json:
         record = {
             "checkpoint": str(checkpoint),

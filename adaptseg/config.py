@@ -97,11 +97,17 @@ class TrainConfig(BaseModel):
     eval_split: Literal["select", "report", "all"] = "select"
     """Evaluation split during training: `select` (what a study optimises), `report` or `all`
     (SHA-1 halves of Cityscapes val)."""
-    eval_classes: Literal["auto", 19, 13] = "auto"
-    """mIoU over 19 classes or SYNTHIA's 13; `auto`: 13 when `source: synthia`. 13 needs
-    `num_classes: 19`."""
+    eval_classes: Literal["auto", 19, 16, 13] = "auto"
+    """The classes mIoU averages over (what search, ASHA and the confirm stage use): 19, or
+    SYNTHIA's 16 (less terrain, truck, train) or 13 (also less wall, fence, pole); `auto`: 13
+    when `source: synthia` (the AdaptSegNet paper's table). 16 and 13 need `num_classes: 19`.
+    Every class's IoU is recorded whatever the choice."""
     eval_limit: PositiveInt | None = None
     """Evaluate on the first N images only (null: all)."""
+    eval_batch_size: PositiveInt = 1
+    """Images per evaluation forward (official: 1). BatchNorm evaluates in eval mode, so any
+    size gives the same confusion matrix; more is faster where the split's images and labels
+    share one size (Cityscapes val does)."""
     num_workers: NonNegativeInt = 4
     """Data loader worker processes."""
     # --- model --------------------------------------------------------------------------
@@ -136,9 +142,10 @@ class TrainConfig(BaseModel):
     # --- losses -------------------------------------------------------------------------
     use_target: bool = True
     """False: source-only, target images never pass through G."""
-    adapt_space: Literal["output", "feature"] = "output"
+    adapt_space: Literal["output", "feature", "entropy"] = "output"
     """`output`: D sees the softmax of the upsampled logits (the paper's method); `feature`: the
-    features each head reads (the paper's feature-level baseline)."""
+    features each head reads (the paper's feature-level baseline); `entropy`: the weighted
+    self-information map of that softmax (ADVENT's AdvEnt, Vu et al. 2019)."""
     gan: Literal["vanilla", "ls"] = "vanilla"
     """`vanilla` (BCE with logits) or `ls` (LS-GAN) (official `--gan`)."""
     lambda_seg_aux: NonNegativeFloat = 0.1
@@ -147,6 +154,13 @@ class TrainConfig(BaseModel):
     """Aux adversarial weight (official `--lambda-adv-target1`)."""
     lambda_adv_main: NonNegativeFloat = 0.001
     """Main adversarial weight (official `--lambda-adv-target2`)."""
+    lambda_ent_main: NonNegativeFloat = 0.0
+    """Weight of the target's entropy loss on the main head (ADVENT's MinEnt; its code uses
+    1e-3); 0: none. With every `lambda_adv` 0 no discriminator is built (ADVENT's
+    `train_minent`)."""
+    lambda_ent_aux: NonNegativeFloat = 0.0
+    """Weight of the target's entropy loss on the aux head (ADVENT's MinEnt: 2e-4); needs
+    `multi_level`."""
     # --- optimisation -------------------------------------------------------------------
     optimizer: Literal["sgd", "adam"] = "sgd"
     """G optimiser: `sgd` (official) or `adam` (for small nets trained from scratch)."""
@@ -229,11 +243,20 @@ class TrainConfig(BaseModel):
                 "multi_level",
                 "expected false with backbone vgg16 (DeepLab-VGG16 has one head), got true",
             )
-        if self.eval_classes == 13 and self.num_classes != 19:
+        if self.eval_classes in (16, 13) and self.num_classes != 19:
             raise KeyProblem(
                 "eval_classes",
-                f"expected 19 or auto with num_classes {self.num_classes} (the 13-class SYNTHIA "
-                "evaluation picks from the 19 Cityscapes classes), got 13",
+                f"expected 19 or auto with num_classes {self.num_classes} (the SYNTHIA subsets "
+                f"pick from the 19 Cityscapes classes), got {self.eval_classes}",
+            )
+        for key in ("lambda_ent_main", "lambda_ent_aux"):
+            if getattr(self, key) > 0 and not self.use_target:
+                raise KeyProblem(
+                    key, "expected 0 with use_target false (the entropy loss is the target's)"
+                )
+        if self.lambda_ent_aux > 0 and not self.multi_level:
+            raise KeyProblem(
+                "lambda_ent_aux", "expected 0 with multi_level false (no aux head is built)"
             )
         if self.init_discriminator_aux is not None and not self.multi_level:
             raise KeyProblem(
@@ -254,6 +277,21 @@ class TrainConfig(BaseModel):
         if self.eval_classes == "auto":
             return 13 if self.source == "synthia" else 19
         return int(self.eval_classes)
+
+    @property
+    def adversarial_levels(self) -> tuple[str, ...]:
+        """The levels whose discriminator G is trained against (a positive ``lambda_adv``)."""
+        weights = {"aux": self.lambda_adv_aux if self.multi_level else 0.0,
+                   "main": self.lambda_adv_main}  # fmt: skip
+        return tuple(level for level, weight in weights.items() if weight > 0)
+
+    @property
+    def builds_discriminators(self) -> bool:
+        """Whether D is built: unless the run is MinEnt alone (every ``lambda_adv`` 0 and an
+        entropy loss, as ADVENT's ``train_minent``). The BatchNorm control (every weight 0)
+        keeps the official code's unopposed D; source-only builds D and never steps it."""
+        minent = not self.adversarial_levels and (self.lambda_ent_main or self.lambda_ent_aux)
+        return not minent
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (sizes as 'HxW' strings): YAML, JSON and torch.load safe."""

@@ -2,7 +2,7 @@
 
 The main head only, images resized to the input size (the official 512x1024), logits
 upsampled bilinearly to each label's own size (1024x2048 on Cityscapes) and one confusion
-matrix over the whole split, mIoU over 19 classes or SYNTHIA's 13 (``compute_iou.py``).
+matrix over the whole split, mIoU over 19 classes or SYNTHIA's 16 or 13 (``compute_iou.py``).
 
 ``FILE`` is an ``adaptseg.train`` / study checkpoint or a bare state dict in the official key
 layout, such as the released ``GTA2Cityscapes_multi-ed35151c.pth`` (``layer5``/``layer6``
@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--classes",
         type=int,
-        choices=(19, 13),
-        help="mIoU over 19 classes or SYNTHIA's 13 (default: the checkpoint's, else 19)",
+        choices=(19, 16, 13),
+        help="mIoU over 19 classes or SYNTHIA's 16 or 13 (default: the checkpoint's, else 19)",
     )
     add(
         "--aspp-branches",

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from adaptseg.data.labels import CITYSCAPES_CLASSES
-
-# The 13-class SYNTHIA evaluation (Chen et al. 2017): the 19 minus wall, fence, pole, terrain,
-# truck and train.
-SYNTHIA13_INDICES: tuple[int, ...] = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
+from adaptseg.data.labels import CITYSCAPES_CLASSES, CLASS_SUBSETS
 
 
 class ConfusionMatrix:
@@ -49,15 +45,22 @@ def class_names(num_classes: int) -> tuple[str, ...]:
 
 
 def metrics_from_confusion(confusion: ConfusionMatrix, evaluation_classes: int) -> dict:
-    """``{"miou": .., "iou_<class>": ..}`` over the 19 classes or SYNTHIA's 13."""
+    """``{"miou": .., "iou_<class>": ..}``: mIoU over the 19 classes or SYNTHIA's 16 or 13
+    (``CLASS_SUBSETS``), and every class's IoU (so any subset's mIoU can be taken later)."""
     names = class_names(confusion.num_classes)
-    if evaluation_classes == 13 and confusion.num_classes != len(CITYSCAPES_CLASSES):
+    if evaluation_classes != confusion.num_classes and (
+        confusion.num_classes != len(CITYSCAPES_CLASSES) or evaluation_classes not in CLASS_SUBSETS
+    ):
         raise ValueError(
-            f"the 13-class SYNTHIA evaluation needs the 19 Cityscapes classes, not "
-            f"{confusion.num_classes}"
+            f"the {evaluation_classes}-class SYNTHIA evaluation needs the 19 Cityscapes "
+            f"classes, not {confusion.num_classes}"
         )
-    indices = SYNTHIA13_INDICES if evaluation_classes == 13 else range(confusion.num_classes)
+    indices = (
+        CLASS_SUBSETS[evaluation_classes]
+        if evaluation_classes != confusion.num_classes
+        else range(confusion.num_classes)
+    )
     iou = confusion.iou().cpu().tolist()
     out: dict[str, float] = {"miou": confusion.miou(indices)}
-    out.update({f"iou_{names[i]}": iou[i] for i in indices})
+    out.update({f"iou_{name}": value for name, value in zip(names, iou, strict=True)})
     return out

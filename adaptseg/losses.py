@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,3 +40,17 @@ def adv_loss(d_logits: Tensor, domain_label: float, gan: str = "vanilla") -> Ten
     if gan == "ls":
         return F.mse_loss(d_logits, target)
     raise ValueError(f"`gan` must be 'vanilla' or 'ls', got {gan!r}")
+
+
+def entropy_map(prob: Tensor) -> Tensor:
+    """ADVENT's weighted self-information map, what its discriminators see: per pixel and
+    class ``-p log2(p + 1e-30) / log2(C)`` of a softmax ``prob`` over dim 1 (N x C x H x W), the
+    same shape; summed over classes it is the pixel's entropy normalised to [0, 1]."""
+    classes = prob.shape[1]
+    return -prob * torch.log2(prob + 1e-30) / math.log2(classes)
+
+
+def entropy_loss(prob: Tensor) -> Tensor:
+    """MinEnt's loss: ``entropy_map`` summed over classes and averaged over batch and pixels, a
+    scalar in [0, 1] (1 for a uniform softmax, 0 for a one-hot one)."""
+    return entropy_map(prob).sum(dim=1).mean()

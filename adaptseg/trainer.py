@@ -27,7 +27,14 @@ from adaptseg.data.stream import (
 from adaptseg.devices import detect as detect_device
 from adaptseg.devices import resolve_amp
 from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
-from adaptseg.losses import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
+from adaptseg.losses import (
+    SOURCE_LABEL,
+    TARGET_LABEL,
+    adv_loss,
+    entropy_loss,
+    entropy_map,
+    seg_loss,
+)
 from adaptseg.models import (
     FCDiscriminator,
     build_generator,
@@ -95,7 +102,10 @@ class Trainer:
 
     then G, D_aux and D_main step once each, after the poly LR for this step was set. With
     ``adapt_space: feature`` D sees the feature maps the heads read instead of the softmax
-    (the paper's feature-level baseline); everything else is the same.
+    (the paper's feature-level baseline), and with ``adapt_space: entropy`` the weighted
+    self-information map of the softmax (ADVENT's AdvEnt); ``lambda_ent_main`` and
+    ``lambda_ent_aux`` add the target's entropy to phase 2 (ADVENT's MinEnt, which with every
+    ``lambda_adv`` at 0 builds and steps no discriminator); everything else is the same.
 
     Args:
         cfg: the run's config.
@@ -129,11 +139,13 @@ class Trainer:
             load_init_weights(self.model, cfg.init_weights, cfg.min_init_match)
         # The levels G has heads for, in the order their losses are taken (aux, then main).
         self.levels = tuple(level for level in LEVELS if level == "main" or cfg.multi_level)
+        # MinEnt alone trains no discriminator (ADVENT's train_minent): none is built.
+        d_levels = self.levels if cfg.builds_discriminators else ()
         built = {
             level: FCDiscriminator(self._d_channels(level), cfg.ndf)
-            for level in sorted(self.levels, key=LEVELS_BUILT_FIRST.index)
+            for level in sorted(d_levels, key=LEVELS_BUILT_FIRST.index)
         }
-        self.discriminators = {level: built[level] for level in self.levels}
+        self.discriminators = {level: built[level] for level in d_levels}
         for level, discriminator in self.discriminators.items():
             path = getattr(cfg, f"init_discriminator_{level}")
             if path is not None:
@@ -216,6 +228,8 @@ class Trainer:
         seen = seen.detach() if detach else seen
         with self._autocast():
             seen = seen if feature else F.softmax(seen, dim=1)
+            if self.cfg.adapt_space == "entropy":
+                seen = entropy_map(seen)  # AdvEnt: D sees the weighted self-information
             return discriminator(enlarge_to_min_size(seen, self.cfg.align_corners))
 
     def _backward(self, loss: Tensor) -> None:
@@ -237,23 +251,32 @@ class Trainer:
         return prediction, losses
 
     def _fool_discriminators(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Adversarial training to fool the (frozen) discriminators: each level's D on the
-        target prediction, against the *source* label, weighted by its ``lambda_adv``;
-        backward into G only."""
+        """G's target phase: each level's (frozen) D on the target prediction, against the
+        *source* label, weighted by its ``lambda_adv``, plus each head's entropy weighted by its
+        ``lambda_ent`` (MinEnt); backward into G only."""
         images = self._to_device(_first(next(self.target_stream)), image=True)
-        weights = {"aux": self.cfg.lambda_adv_aux, "main": self.cfg.lambda_adv_main}
-        adversarial = any(weights[level] > 0 for level in self.levels)
-        # With every lambda_adv at 0 (the bn_control arm) the target pass only moves BatchNorm
+        cfg = self.cfg
+        weights = {"aux": cfg.lambda_adv_aux, "main": cfg.lambda_adv_main}
+        entropy = {"aux": cfg.lambda_ent_aux, "main": cfg.lambda_ent_main}
+        trains_g = any(weights[level] > 0 or entropy[level] > 0 for level in self.levels)
+        # With every weight at 0 (the bn_control arm) the target pass only moves BatchNorm
         # statistics and feeds D, so it needs no graph.
         losses = {}
-        with torch.set_grad_enabled(adversarial):
+        with torch.set_grad_enabled(trains_g):
             prediction = self._segment(images, tuple(images.shape[-2:]))
             total = prediction["main"].new_zeros(())
             for level in self.levels:
-                d_logits = self._discriminate(level, prediction, detach=False)
-                losses[f"loss_adv_trg_{level}"] = adv_loss(d_logits, SOURCE_LABEL, self.cfg.gan)
-                total = total + weights[level] * losses[f"loss_adv_trg_{level}"]
-        if adversarial:
+                if level in self.discriminators:
+                    d_logits = self._discriminate(level, prediction, detach=False)
+                    loss = adv_loss(d_logits, SOURCE_LABEL, cfg.gan)
+                    losses[f"loss_adv_trg_{level}"] = loss
+                    total = total + weights[level] * loss
+                if entropy[level] > 0:
+                    with self._autocast():
+                        prob = F.softmax(prediction[level], dim=1)
+                    losses[f"loss_ent_trg_{level}"] = entropy_loss(prob.float())
+                    total = total + entropy[level] * losses[f"loss_ent_trg_{level}"]
+        if trains_g:
             self._backward(total)
         return prediction, losses
 
@@ -263,7 +286,7 @@ class Trainer:
         """Train each level's D on the detached predictions: source = 0, target = 1, each loss
         halved, backward."""
         losses = {}
-        for level in self.levels:
+        for level in self.discriminators:
             on_source = adv_loss(
                 self._discriminate(level, source, True), SOURCE_LABEL, self.cfg.gan
             )
@@ -355,7 +378,7 @@ class Trainer:
         workers = self.cfg.num_workers
         loader = DataLoader(
             dataset,
-            batch_size=1,
+            batch_size=self.cfg.eval_batch_size,
             num_workers=workers,
             worker_init_fn=ignore_interrupts if workers else None,
             generator=loader_generator(self.cfg.seed),
@@ -367,8 +390,10 @@ class Trainer:
             with torch.inference_mode():
                 for images, labels in batches:
                     labels = self._to_device(labels.long(), image=False)
-                    logits = self._segment(self._to_device(images, True), labels.shape[-2:])
-                    confusion.update(labels, logits["main"].argmax(1))
+                    with self._autocast():  # the main head only: the aux one is not scored
+                        main = self.model(self._to_device(images, True))[1]
+                    logits = self._upsample(main, tuple(labels.shape[-2:]))
+                    confusion.update(labels, logits.argmax(1))
         finally:
             shut_down_workers(batches)
             self.model.train()

@@ -12,14 +12,12 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from adaptseg.fileio import atomic_write_text
-from reports import figures
-from reports.cost import compute_hours
-from reports.gan import gan_outliers
-from reports.importance import param_importances
+from reports import figures, sections
 from reports.layout import StudyFolder
 from reports.repeats import repeat_rows, repeats_html
 from reports.stats import miou_interval, paired_difference
 from reports.status import status_rows
+from reports.subsets import SYNTHIA_SUBSETS, subset_scores
 from reports.text import (
     columns,
     count,
@@ -72,6 +70,16 @@ class Report:
         }
         self.folder = folder
         self.figure_count = 0
+        # What mIoU averages over (the study's metric), and for a SYNTHIA study both subsets.
+        counts = {int(n) for n in self._column("eval_classes").values() if n is not None}
+        self.classes = counts.pop() if len(counts) == 1 else None
+        sources = set(self._column("source").values())
+        self.subsets = SYNTHIA_SUBSETS if "synthia" in sources else ()
+
+    @property
+    def metric(self) -> str:
+        """The study's mIoU, named by the classes it averages over (``mIoU-19``, ``mIoU-13``)."""
+        return f"mIoU-{self.classes}" if self.classes else "mIoU"
 
     def _column(self, name: str) -> dict[str, Any]:
         """arm -> the arms table's ``name`` (empty without the column: a study whose spec this
@@ -153,13 +161,20 @@ class Report:
         scores = self.confirm_scores("best_on_select")
         finals = self.confirm_scores("final")
         roles = self._column("role")
+        subsets = {n: subset_scores(self.class_iou, self.headline_trials(), n)
+                   for n in self.subsets}  # fmt: skip
         return [
             {
                 "arm": arm,
                 "role": roles.get(arm) or "",
+                "method": self._column("method").get(arm) or "",
+                "model": self._column("model").get(arm) or "",
                 "seeds": len(scores[arm]),
                 "best": miou_interval(list(scores[arm].values())),
                 "final": miou_interval(list(finals.get(arm, {}).values())),
+                "subsets": {
+                    n: miou_interval(list(subsets[n].get(arm, {}).values())) for n in self.subsets
+                },
             }
             for arm in self.arms
             if arm in scores
@@ -188,13 +203,21 @@ class Report:
         if not arms:
             return "<p>No confirm-stage results yet (this table needs the confirm stage).</p>"
         head = (
-            "<tr><th>arm</th><th>role</th><th>seeds</th><th>mIoU, best-on-select (report)</th>"
-            "<th>mIoU, final model (report)</th></tr>"
+            "<tr><th>arm</th><th>role</th><th>method</th><th>model</th><th>seeds</th>"
+            f"<th>{self.metric}, best-on-select (report)</th>"
+            f"<th>{self.metric}, final model (report)</th>"
+            + "".join(f"<th>mIoU-{n}, best-on-select (report)</th>" for n in self.subsets)
+            + "</tr>"
         )
         body = "".join(
-            f"<tr><td>{esc(r['arm'])}</td><td>{esc(r['role'])}</td><td class='num'>"
+            f"<tr><td>{esc(r['arm'])}</td><td>{esc(r['role'])}</td><td>{esc(r['method'])}</td>"
+            f"<td>{esc(r['model'])}</td><td class='num'>"
             f"{r['seeds']}</td><td class='num'>{interval_text(r['best'])}</td>"
-            f"<td class='num'>{interval_text(r['final'])}</td></tr>"
+            f"<td class='num'>{interval_text(r['final'])}</td>"
+            + "".join(
+                f"<td class='num'>{interval_text(r['subsets'][n])}</td>" for n in self.subsets
+            )
+            + "</tr>"
             for r in arms
         )
         pairs = self.comparison_rows()
@@ -212,6 +235,14 @@ class Report:
             else "<p>No comparison has confirm results on both sides yet.</p>"
         )
         verdicts = [r["verdict"] for r in pairs if r["diff"].excludes_zero]
+        models = self._column("model")
+        verdicts += [
+            f"{esc(r['arm'])} and {esc(r['baseline'])} ran different models "
+            f"({esc(models[r['arm']])} against {esc(models[r['baseline']])}): their difference "
+            "mixes the method with the model."
+            for r in pairs
+            if models.get(r["arm"]) != models.get(r["baseline"])
+        ]
         few = [r for r in pairs if r["diff"].n < 2]
         if few:
             verdicts.append(
@@ -314,80 +345,6 @@ class Report:
             return "<p>No evaluations yet.</p>"
         return self.figure(figures.learning_curves(self.evals, self.trials, self.arms))
 
-    def hyperparameters(self) -> str:
-        space = {
-            name: dist for searched in self.searched.values() for name, dist in searched.items()
-        }
-        logs = {name for name, dist in space.items() if "log_uniform" in dist}
-        numeric = [name for name, dist in space.items() if "categorical" not in dist]
-        if not numeric:
-            return "<p>No searched numeric hyperparameters.</p>"
-        scored = self.trials[(self.trials["stage"] == "search") & self.trials["best_miou"].notna()]
-        parts = []
-        for arm in self.arms:
-            params = [name for name in numeric if name in self.searched.get(arm, {})]
-            if params and (scored["arm"] == arm).any():
-                parts.append(
-                    self.figure(figures.parallel_coordinates(self.trials, arm, params, logs))
-                )
-        lambdas = [n for n in numeric if n.startswith("lambda_")]
-        drawn = [n for n in lambdas if n in scored and scored[n].notna().any()]
-        if drawn:
-            parts.append(self.figure(figures.sensitivity(self.trials, drawn, self.arms, logs)))
-        elif lambdas:
-            parts.append(
-                "<p class='note'>Lambda sensitivity: no search trial has been evaluated yet.</p>"
-            )
-        return "".join(parts) or "<p>No search trial has been evaluated yet.</p>"
-
-    def importance(self) -> str:
-        values: dict[str, dict[str, float]] = {}
-        notes = []
-        for arm in self.arms:
-            result = param_importances(self.trials, self.evals, arm, self.searched.get(arm, {}))
-            if isinstance(result, str):
-                notes.append(f"{esc(arm)}: {esc(result)}")
-            else:
-                values[arm], label = result
-                notes.append(f"{esc(arm)}: importance for the {esc(label)}")
-        out = self.figure(figures.importance(values)) if values else ""
-        if notes:
-            out += "<p class='note'>" + "<br>".join(notes) + "</p>"
-        return out
-
-    def gan(self) -> str:
-        adversarial, flagged = gan_outliers(self.trials, self.evals)
-        if not adversarial:
-            return "<p>No adversarial trials.</p>"
-        if not self.evals["trial_id"].isin(adversarial).any():
-            return "<p>No adversarial trial has been evaluated yet.</p>"
-        text = (
-            "<p class='note'>Adversarial trials only (not the source-only or control arms, "
-            "whose D trains unopposed). Flagged: vanilla-GAN trials whose main D loss left the "
-            "0.2-0.5 band the authors describe (LS-GAN's scale differs and is not flagged).</p>"
-        )
-        listing = (
-            "<ul>" + "".join(f"<li>{esc(f)}</li>" for f in flagged) + "</ul>"
-            if flagged
-            else "<p>None flagged.</p>"
-        )
-        return (
-            self.figure(figures.gan_balance(self.evals, adversarial, self.arms)) + text + listing
-        )
-
-    def cost(self) -> str:
-        spent, estimate = compute_hours(self.trials, self.arm_table)
-        if not self.trials["compute_seconds"].notna().any():
-            return "<p>No trial has reported its compute time yet.</p>"
-        text = f"<p>Spent so far: {spent:.2f} compute hours (one device per trial)."
-        if estimate is not None:
-            text += (
-                f" The whole study as planned: at most {estimate:.2f} hours (each arm's "
-                "measured seconds per step times the steps its trials plan; an upper bound "
-                "where ASHA stops trials early)."
-            )
-        return text + "</p>" + self.figure(figures.cost(self.trials, self.arms))
-
     def provenance_section(self) -> str:
         counts = self.trials.groupby(["stage", "status"]).size()
         status = "".join(
@@ -411,18 +368,21 @@ class Report:
         )
 
     def render(self) -> str:
-        sections = [
+        parts = [
             ("Status", self.status()),
             ("Does adaptation help? (confirm stage, report split)", self.ablation()),
             ("Per class", self.per_class()),
             ("Learning curves (select split)", self.curves()),
-            ("Hyperparameters (search stage, select split)", self.hyperparameters()),
-            ("Parameter importance (search stage)", self.importance()),
-            ("GAN balance", self.gan()),
-            ("Cost", self.cost()),
+            (
+                "Hyperparameters (search stage, select split)",
+                sections.hyperparameters_section(self),
+            ),
+            ("Parameter importance (search stage)", sections.importance_section(self)),
+            ("GAN balance", sections.gan_section(self)),
+            ("Cost", sections.cost_section(self)),
             ("Provenance", self.provenance_section()),
         ]
-        body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in sections)
+        body = "".join(f"<h2>{esc(title)}</h2>{content}" for title, content in parts)
         name = esc(self.name)
         return (
             "<!DOCTYPE html><html><head><meta charset='utf-8'>"

@@ -96,16 +96,25 @@ def growth_of(paths: StudyPaths, resolved: dict[str, Any], origin: str, fresh: b
     return decide_growth(saved, resolved, finished_in_study(paths.records_dir), paths.root, origin)
 
 
-def finished_text(paths: StudyPaths) -> str:
-    """The ablation table for the terminal, and where the report and tables are."""
+def finished_text(spec: StudySpec, paths: StudyPaths) -> str:
+    """The ablation table for the terminal, and where the report, the tables and the trackers
+    are."""
     from reports.report import Report
 
     table = Report(paths.root).ablation_text()
-    return (
-        f"{table}\n(confirm stage, report split, best-on-select model; 95% intervals over the "
-        f"confirm seeds, for the configs each arm's search chose)\nreport: {paths.report}\n"
-        f"tables: {paths.tables}"
-    )
+    lines = [
+        table,
+        "(confirm stage, report split, best-on-select model; 95% intervals over the confirm "
+        "seeds, for the configs each arm's search chose)",
+        f"report: {paths.report}",
+        f"tables: {paths.tables}",
+    ]
+    if spec.trackers.tensorboard:
+        lines.append(f"tensorboard: tensorboard --logdir {paths.tensorboard}")
+    if spec.trackers.mlflow is not None:
+        uri = spec.trackers.mlflow.tracking_uri or paths.mlflow_url
+        lines.append(f"mlflow: mlflow ui --backend-store-uri {uri}")
+    return "\n".join(lines)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -221,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted; resume with: {resume_command(argv)}", file=sys.stderr)
         return errors.EXIT_INTERRUPTED
-    print(finished_text(paths))
+    print(finished_text(spec, paths))
     return errors.EXIT_OK
 
 

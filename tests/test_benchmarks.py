@@ -126,3 +126,39 @@ def test_gap_tool_trains_every_arm_and_gives_a_verdict(tmp_path):
     assert all(0.0 <= r["miou"] <= 1.0 for r in result["runs"])
     assert set(result["mean"]) == {"bn_control", "oracle", "single_level", "source_only"}
     assert isinstance(result["adaptable"], bool) and result["seed_spread"] == 0.0
+
+
+@pytest.mark.slow
+def test_quickstart_answer_reruns_the_confirm_stage_on_more_seeds(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from adaptseg.config import build_config
+
+    study = tmp_path / "study"
+    (study / "best").mkdir(parents=True)
+    (study / "tables").mkdir()
+    tiny = {"source": "random", "target": "random", "backbone": "small", "ndf": 8,
+            "input_size_source": "32x64", "input_size_target": "32x64", "num_steps": 2,
+            "schedule_steps": 2, "eval_every": 1, "num_workers": 0, "eval_limit": 2,
+            "optimizer": "adam", "multi_level": False}  # fmt: skip
+    for arm, extra in (("adapted", {}), ("control", {"lambda_adv_main": 0.0})):
+        config = build_config({**tiny, **extra}, arm).to_dict()
+        (study / "best" / f"{arm}.yaml").write_text(yaml.safe_dump(config))
+    pd.DataFrame([{"study": "s", "order": 0, "arm": "adapted", "baseline": "control"}]).to_parquet(
+        study / "tables" / "comparisons.parquet"
+    )
+    result = run_benchmark("quickstart_answer.py", tmp_path, str(study), "--seeds", "0-1",
+                           "--workers", "1")  # fmt: skip
+    assert set(result["arms"]) == {"adapted", "control"}
+    assert sorted(result["arms"]["control"]["per_seed"]) == ["0", "1"]
+    (compared,) = result["comparisons"]
+    assert compared["seeds"] == 2 and compared["low"] <= compared["difference"] <= compared["high"]
+
+
+@pytest.mark.slow
+def test_trackers_benchmark_runs_the_study_with_and_without_trackers(tmp_path):
+    result = run_benchmark("trackers.py", tmp_path, "--trials", "2", "--steps", "4", "--bench",
+                           str(tmp_path / "bench"), "--node-ip-address", LOOPBACK)  # fmt: skip
+    assert set(result["trial_seconds"]) == {"untracked", "tracked"}
+    assert result["trial_ratio"] > 0 and result["wall_ratio"] > 0

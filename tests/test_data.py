@@ -251,3 +251,15 @@ def test_build_datasets_from_a_config(tmp_path):
     assert len(data.eval_sets["select"]) + len(data.eval_sets["report"]) == 12
     oracle = build_config({**cfg.to_dict(), "source": "cityscapes", "source_root": str(cs)})
     assert len(build_datasets(oracle).source) == 12
+
+
+def test_synthias_label_ids_map_to_the_standard_train_ids(tmp_path):
+    """A hand-made 16-bit SYNTHIA label: ids in the first channel (RGB order), an instance id in
+    the second that must not be read; the table as DAFormer's and TLL's converters write it."""
+    ids = np.array([[3, 4, 2, 21, 5, 7, 15, 9, 6, 1, 10, 17, 8, 19, 12, 11, 0, 13, 14, 22]])
+    expected = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18, 255, 255, 255, 255]]
+    data = SegmentationFiles(
+        synthia_samples(make_synthia(tmp_path / "syn", ids.astype(np.uint16))), (1, 20),
+        SYNTHIA_LABELS,
+    )  # fmt: skip
+    assert data[0][1].numpy().tolist() == expected

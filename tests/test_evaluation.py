@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from adaptseg.evaluation import SYNTHIA13_INDICES, ConfusionMatrix, metrics_from_confusion
+from adaptseg.data.labels import CLASS_SUBSETS
+from adaptseg.evaluation import ConfusionMatrix, metrics_from_confusion
 
 
 def test_confusion_matrix_hand_made_example():
@@ -31,16 +32,27 @@ def test_accumulates_over_updates_and_ignores_absent_classes():
     assert cm.miou() == pytest.approx(((1 / 2) + (1 / 2)) / 2)
 
 
-def test_synthia_13_class_subset():
+def test_synthia_16_and_13_class_miou_by_hand():
+    """A known confusion matrix: every class right once; then wall (3) predicted as road (0)
+    twice, terrain (9) as vegetation (8) once, and pole (5) as sky (10) once."""
     cm = ConfusionMatrix(19)
     labels = torch.arange(19)
     cm.update(labels, labels)
-    cm.update(torch.tensor([3]), torch.tensor([0]))  # wall predicted as road: not in the 13
-    metrics = metrics_from_confusion(cm, evaluation_classes=13)
-    assert len(SYNTHIA13_INDICES) == 13 and "iou_wall" not in metrics
-    assert metrics["iou_road"] == pytest.approx(0.5)
-    assert metrics["miou"] == pytest.approx((12 + 0.5) / 13)
-    assert len(metrics_from_confusion(cm, evaluation_classes=19)) == 20
+    cm.update(torch.tensor([3, 3, 9, 5]), torch.tensor([0, 0, 8, 10]))
+    # By hand, IoU = TP / (TP + FP + FN): road 1/3 (2 wall pixels called road), wall 1/3,
+    # vegetation 1/2, terrain 1/2, pole 1/2, sky 1/2; the 13 other classes 1.
+    iou = {0: 1 / 3, 3: 1 / 3, 8: 1 / 2, 9: 1 / 2, 5: 1 / 2, 10: 1 / 2}
+    value = [iou.get(c, 1.0) for c in range(19)]
+    by_hand = {n: sum(value[c] for c in CLASS_SUBSETS[n]) / n for n in (19, 16, 13)}
+    assert by_hand[16] == pytest.approx((11 + 1 / 3 + 1 / 3 + 1 / 2 + 1 / 2 + 1 / 2) / 16)
+    assert by_hand[13] == pytest.approx((10 + 1 / 3 + 1 / 2 + 1 / 2) / 13)
+    for n in (19, 16, 13):
+        metrics = metrics_from_confusion(cm, evaluation_classes=n)
+        assert metrics["miou"] == pytest.approx(by_hand[n])
+        assert len(metrics) == 20, "every class's IoU is kept, whatever mIoU averages over"
+        assert metrics["iou_wall"] == pytest.approx(1 / 3)
+    assert len(CLASS_SUBSETS[16]) == 16 and {9, 14, 16}.isdisjoint(CLASS_SUBSETS[16])
+    assert set(CLASS_SUBSETS[13]) == set(CLASS_SUBSETS[16]) - {3, 4, 5}
 
 
 def test_a_label_equal_to_the_class_count_is_ignored_like_255():

@@ -199,8 +199,9 @@ def test_every_evaluation_and_class_column(study):
         "trial_id": "done", "seed": 7, "split": "select", "model": "current", "step": 12,
         "time_total_s": 20.0, "compute_seconds": 18.0, "images_per_second": 5.0, "lr": 1e-3,
         "lr_d": 1e-4, "loss_seg_src_main": 0.5, "loss_seg_src_aux": None,
-        "loss_adv_trg_main": None, "loss_adv_trg_aux": None, "loss_d_main": None,
-        "loss_d_aux": None, "miou": 0.35, "peak_memory_gb": 0.7, "status": "ok",
+        "loss_adv_trg_main": None, "loss_adv_trg_aux": None, "loss_ent_trg_main": None,
+        "loss_ent_trg_aux": None, "loss_d_main": None, "loss_d_aux": None, "miou": 0.35,
+        "peak_memory_gb": 0.7, "status": "ok",
     }  # fmt: skip
     ending = next(e for e in evals if e["trial_id"] == "nan" and e["model"] == "diverged")
     assert (ending["status"], ending["miou"], ending["split"]) == ("diverged", None, "select")
@@ -273,7 +274,8 @@ def test_a_spec_this_version_cannot_validate_still_exports_its_arms_by_name(stud
     reason = line[len(head) : -len(tail)]
     assert reason.startswith("9 validation errors for StudySpec data Field required")
     assert len(reason) == 300  # cut
-    empty = {"role": None, "multi_level": None, "adapt_space": None, "use_target": None,
+    empty = {"role": None, "multi_level": None, "adapt_space": None, "method": None,
+             "model": None, "source": None, "eval_classes": None, "use_target": None,
              "num_steps": None, "searched": None, "planned_search": None,
              "planned_confirm": None}  # fmt: skip
     assert table(study, "arms") == [

@@ -169,8 +169,9 @@ def test_resume_with_other_resources_runs_only_what_is_unfinished(tmp_path, benc
         # The first arm's search finished and exported; the second arm's is under way, one of
         # its trials finished.
         wait_for(
-            lambda: _terminated(root / "ray" / "search-single_level") >= 1
-            or driver.poll() is not None
+            lambda: (
+                _terminated(root / "ray" / "search-single_level") >= 1 or driver.poll() is not None
+            )
         )
         driver.send_signal(signal.SIGINT)
         _, err = driver.communicate(timeout=300)

@@ -49,6 +49,15 @@ CITYSCAPES_ID_TO_TRAIN: dict[int, int] = {
     32: 17,
     33: 18,
 }
+# The subsets SYNTHIA -> Cityscapes is evaluated on, by train id: 16 classes (the 19 less
+# terrain, truck and train, which SYNTHIA lacks) and 13 (also less wall, fence and pole), as the
+# SYNTHIA papers report them (FDA's evaluation_multi.py, TLL). mIoU over a subset is the mean of
+# those classes' IoUs, never a rescaled 19-class mIoU.
+CLASS_SUBSETS: dict[int, tuple[int, ...]] = {
+    19: tuple(range(19)),
+    16: (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18),
+    13: (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18),
+}
 CITYSCAPES_MAX_ID = 33  # label ids of GTA5 and Cityscapes lie in 0..33
 # SYNTHIA-RAND-CITYSCAPES GT/LABELS id -> Cityscapes train id (as TLL's synthia.py).
 SYNTHIA_ID_TO_TRAIN: dict[int, int] = {

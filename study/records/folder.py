@@ -77,6 +77,16 @@ class StudyPaths(StudyFolder):
         return self.root / "best"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's event files, one folder per trial (``trackers.tensorboard``)."""
+        return self.root / "tensorboard"
+
+    @property
+    def mlflow_url(self) -> str:
+        """MLflow's default store: SQLite in the study folder (``trackers.mlflow``)."""
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
     def errors_file(self) -> Path:
         """The trials Tune gave up on (``study.records.outcomes``)."""
         return self.root / "trial_errors.json"

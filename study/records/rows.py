@@ -92,6 +92,8 @@ LOSSES = (
     "loss_seg_src_aux",
     "loss_adv_trg_main",
     "loss_adv_trg_aux",
+    "loss_ent_trg_main",
+    "loss_ent_trg_aux",
     "loss_d_main",
     "loss_d_aux",
 )
@@ -163,6 +165,10 @@ ARM_FIELDS: list[tuple[str, pa.DataType]] = [
     ("role", pa.string()),
     ("multi_level", pa.bool_()),
     ("adapt_space", pa.string()),
+    ("method", pa.string()),  # what the arm trains with, in words (study.spec.arms.method)
+    ("model", pa.string()),  # G as built: backbone and ASPP branches (a confound to see)
+    ("source", pa.string()),  # the source data set's kind (gta5, synthia, ...)
+    ("eval_classes", pa.int64()),  # the classes mIoU averages over: 19, 16 or 13
     ("use_target", pa.bool_()),
     ("num_steps", pa.int64()),
     ("searched", pa.string()),

@@ -54,11 +54,54 @@ def arm_role(spec: StudySpec, arm: str) -> str:
     cfg = arm_config(spec, arm)
     if not cfg.use_target:
         return "source_only"
-    weights = [("lambda_adv_main", cfg.lambda_adv_main)]
-    if cfg.multi_level:
-        weights.append(("lambda_adv_aux", cfg.lambda_adv_aux))
-    silent = all(value == 0 and key not in spec.searched(arm) for key, value in weights)
+    levels = ("main", "aux") if cfg.multi_level else ("main",)
+    keys = [f"lambda_{kind}_{level}" for kind in ("adv", "ent") for level in levels]
+    silent = all(getattr(cfg, key) == 0 and key not in spec.searched(arm) for key in keys)
     return "bn_control" if silent else "adapted"
+
+
+def uses_entropy(spec: StudySpec, arm: str) -> bool:
+    """An ADVENT arm: D on the entropy map (AdvEnt), or an entropy loss (MinEnt)."""
+    cfg = arm_config(spec, arm)
+    searched = spec.searched(arm)
+    weighted = any(
+        getattr(cfg, key) > 0 or key in searched for key in ("lambda_ent_main", "lambda_ent_aux")
+    )
+    return cfg.use_target and (cfg.adapt_space == "entropy" or weighted)
+
+
+def method(spec: StudySpec, arm: str) -> str:
+    """What the arm trains with, in words (the report's arms table)."""
+    cfg, role = arm_config(spec, arm), arm_role(spec, arm)
+    if role == "source_only":
+        return "source only"
+    if role == "bn_control":
+        return "BatchNorm control (target through G, no target loss)"
+    levels = "multi-level" if cfg.multi_level else "single-level"
+    searched = spec.searched(arm)
+    adversarial = any(
+        getattr(cfg, key) > 0 or key in searched for key in ("lambda_adv_main", "lambda_adv_aux")
+    )
+    entropy = any(
+        getattr(cfg, key) > 0 or key in searched for key in ("lambda_ent_main", "lambda_ent_aux")
+    )
+    parts = []
+    if adversarial:
+        spaces = {
+            "output": "output-space adversarial (AdaptSegNet)",
+            "feature": "feature-space adversarial",
+            "entropy": "entropy-map adversarial (ADVENT's AdvEnt)",
+        }
+        parts.append(spaces[cfg.adapt_space])
+    if entropy:
+        parts.append("entropy minimisation (ADVENT's MinEnt)")
+    return f"{' + '.join(parts)}, {levels}"
+
+
+def model_name(cfg: TrainConfig) -> str:
+    """G as built: DeepLab-v2 on its backbone, with how many ASPP branches it sums (AdaptSegNet's
+    official code two, ADVENT's four: a method comparison must show which ran)."""
+    return f"DeepLab-v2 {cfg.backbone}, {cfg.aspp_branches} ASPP branches"
 
 
 def baseline_arms(spec: StudySpec) -> dict[str, str]:
@@ -75,8 +118,9 @@ def baseline_arms(spec: StudySpec) -> dict[str, str]:
 def comparisons(spec: StudySpec) -> list[tuple[str, str]]:
     """The pairs ``(a, b)`` whose paired difference a - b is reported: ``compare:`` when the spec
     gives it, else each multi-level arm and each feature-level arm against each single-level
-    (output-space) one, every adapted arm against the BatchNorm control, and every arm against
-    the source-only arm, in that order and the spec's arm order within each."""
+    (output-space) one, each ADVENT arm (AdvEnt, MinEnt) against each output-space adversarial
+    one, every adapted arm against the BatchNorm control, and every arm against the source-only
+    arm, in that order and the spec's arm order within each."""
     if spec.compare is not None:
         return [(a, b) for a, b in spec.compare]
     roles = {arm: arm_role(spec, arm) for arm in spec.arms}
@@ -84,14 +128,21 @@ def comparisons(spec: StudySpec) -> list[tuple[str, str]]:
     baselines = baseline_arms(spec)
     source_only, control = baselines.get("source_only"), baselines.get("bn_control")
     adapted = [arm for arm, role in roles.items() if role == "adapted"]
+    entropy = {arm for arm in adapted if uses_entropy(spec, arm)}
     single = [
-        a for a in adapted if not configs[a].multi_level and configs[a].adapt_space == "output"
+        a
+        for a in adapted
+        if not configs[a].multi_level and configs[a].adapt_space == "output" and a not in entropy
     ]
+    output = [a for a in adapted if configs[a].adapt_space == "output" and a not in entropy]
     pairs: list[tuple[str, str]] = []
     for arm in adapted:  # the levels question first: the study exists for it
         cfg = configs[arm]
-        if cfg.multi_level or cfg.adapt_space == "feature":
+        if arm not in entropy and (cfg.multi_level or cfg.adapt_space == "feature"):
             pairs += [(arm, other) for other in single]
+    for arm in adapted:  # then the methods: ADVENT against AdaptSegNet
+        if arm in entropy:
+            pairs += [(arm, other) for other in output]
     if control is not None:
         pairs += [(arm, control) for arm in adapted]
     if source_only is not None:
@@ -113,6 +164,10 @@ def arm_rows(spec: StudySpec) -> list[dict[str, Any]]:
                 "order": order,
                 "role": arm_role(spec, arm),
                 "multi_level": cfg.multi_level,
+                "method": method(spec, arm),
+                "model": model_name(cfg),
+                "source": cfg.source,
+                "eval_classes": cfg.evaluation_classes,
                 "adapt_space": cfg.adapt_space,
                 "use_target": cfg.use_target,
                 "num_steps": cfg.num_steps,

@@ -22,7 +22,7 @@ def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 # Where and how the study runs or reports, not what it computes: free to change on resume
 # (resources and concurrency, where Ray runs, checkpoint cadence, retries of a dead worker,
 # the comparisons the report shows).
-OPERATIONAL = ("ray.", "resources.", "checkpoint.", "max_failures", "compare")
+OPERATIONAL = ("ray.", "resources.", "checkpoint.", "max_failures", "compare", "trackers")
 
 
 def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -126,9 +126,27 @@ def apply_overrides(raw: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}
+
+
+def _check_trackers(spec: StudySpec, origin: str) -> None:
+    """A tracker the spec asks for needs its package: refused now, naming the extra, rather
+    than when the first trial reports."""
+    import importlib.util
+
+    asked = {"tensorboard": spec.trackers.tensorboard, "mlflow": spec.trackers.mlflow is not None}
+    for tracker, (package, extra) in TRACKER_PACKAGES.items():
+        if asked[tracker] and importlib.util.find_spec(package) is None:
+            raise SpecError(
+                f"{origin}: trackers.{tracker}: the {package} package is not installed; "
+                f'pip install -e ".[{extra}]"'
+            )
+
+
 def _validate(spec: StudySpec, origin: str) -> None:
     """What the schema alone cannot see: names in the space and the arms, keys fixed twice,
-    train keys that no arm uses, and every arm's config."""
+    train keys that no arm uses, every arm's config, and the trackers' packages."""
+    _check_trackers(spec, origin)
     arms = list(spec.arms)
     for name, dist in spec.search.space.items():
         if name not in FIELDS:

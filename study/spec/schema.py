@@ -253,6 +253,27 @@ class CheckpointSpec(_Strict):
     they are made."""
 
 
+class MLflowSpec(_Strict):
+    """An MLflow tracker (`pip install -e ".[mlflow]"`)."""
+
+    tracking_uri: str | None = None
+    """Where MLflow keeps the runs; null: a SQLite store in the study folder (`mlflow.db`),
+    which `mlflow ui --backend-store-uri sqlite:///<study>/mlflow.db` shows offline."""
+    experiment: str | None = None
+    """The MLflow experiment; null: the study's name."""
+
+
+class TrackersSpec(_Strict):
+    """Trackers that follow every trial as it trains (Ray Tune's logger callbacks, one run per
+    trial, each training step once, also after a resume)."""
+
+    tensorboard: bool = False
+    """TensorBoard event files per trial, in the study folder's `tensorboard/` (`pip install -e
+    ".[tensorboard]"`)."""
+    mlflow: MLflowSpec | None = None
+    """MLflow runs, one per trial in one experiment per study (`{}` for the defaults)."""
+
+
 class StudySpec(_Strict):
     """A whole study."""
 
@@ -276,6 +297,8 @@ class StudySpec(_Strict):
     """Where the study runs."""
     checkpoint: CheckpointSpec = CheckpointSpec()
     """Trial checkpoints."""
+    trackers: TrackersSpec = TrackersSpec()
+    """Experiment trackers that follow the study (default: none)."""
     max_failures: NonNegativeInt = 2
     """Retries of a trial whose worker process died."""
     storage: str | None = None

@@ -22,8 +22,10 @@ from study.records.folder import StudyPaths
 from study.records.outcomes import ErroredTrials, effective_status, load_errored
 from study.spec.schema import StudySpec
 from study.stages.diskspace import DiskWatch
+from study.stages.provenance import code_version
 from study.stages.selection import TrialRecord
 from study.stages.terminal import Progress
+from study.stages.trackers import TensorBoardTracker
 from study.stages.trainable import CHECKPOINT_FILE, train_trial
 from study.tables.live import LiveReport
 
@@ -52,7 +54,28 @@ class Session:
             progress,
             LiveReport(self.paths, name, progress, sync_every_s=self.spec.checkpoint.sync_every_s),
             self.watch,
+            *self.trackers(),
         ]
+
+    def trackers(self) -> list[tune.Callback]:
+        """The trackers the spec asks for (``study.stages.trackers``)."""
+        trackers = self.spec.trackers
+        out: list[tune.Callback] = []
+        if trackers.tensorboard:
+            out.append(TensorBoardTracker(self.paths.tensorboard))
+        if trackers.mlflow is not None:
+            from study.stages.mlflow_tracker import MLflowTracker  # MLflow loads only here
+
+            out.append(
+                MLflowTracker(
+                    trackers.mlflow.tracking_uri or self.paths.mlflow_url,
+                    trackers.mlflow.experiment or self.spec.name,
+                    self.spec.name,
+                    code_version(),
+                    set(self.spec.search.space),
+                )
+            )
+        return out
 
     def run_config(self, name: str, progress: Progress) -> tune.RunConfig:
         """Ray Tune's own status tables only with ``--verbose``: the driver's lines say it all."""
