@@ -69,10 +69,20 @@ def model_key(cfg: TrainConfig, amp: str) -> str:
     )
 
 
-def _device(cfg: TrainConfig) -> tuple[str, str]:
+def device_and_amp(cfg: TrainConfig) -> tuple[str, str]:
     """(the device's label, the amp ``cfg`` resolves to on it): where a figure applies."""
     capabilities = detect(resolve_device(cfg.device))
     return capabilities.label, resolve_amp(cfg.amp, capabilities)
+
+
+def device_kind(cfg: TrainConfig) -> str:
+    """The device's kind (``cpu AVX2``, ``cpu AMX``, ``cuda sm_90``): what a recorded figure is
+    keyed by, since the machine itself differs (cores and clock differ too: an estimate)."""
+    capabilities = detect(resolve_device(cfg.device))
+    if capabilities.kind == "cuda" and capabilities.cuda_capability is not None:
+        major, minor = capabilities.cuda_capability
+        return f"cuda sm_{major}{minor}"
+    return f"cpu {capabilities.cpu_isa}"
 
 
 def _cache_file() -> Path:
@@ -92,7 +102,7 @@ def calibrate(cfg: TrainConfig, threads: int) -> StepTime:
     """Time ``CALIBRATION_STEPS`` training steps (after one to warm up) and a few evaluation
     images of the model ``cfg`` trains, on the data it names, here, with the CPU threads a trial
     gets (Ray sets a trial's threads to its CPUs); cache the figure."""
-    device, amp = _device(cfg)
+    device, amp = device_and_amp(cfg)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -126,6 +136,9 @@ def _calibrate(cfg: TrainConfig, device: str, amp: str) -> StepTime:
         "step_s": step_s,
         "image_s": image_s,
         "measured": stamp,
+        "device": device,
+        "kind": device_kind(cfg),
+        "model": model_key(cfg, amp),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
@@ -133,17 +146,28 @@ def _calibrate(cfg: TrainConfig, device: str, amp: str) -> StepTime:
 
 
 def known_step_time(cfg: TrainConfig) -> StepTime | None:
-    """A calibration cached on this machine, else the recorded figure for this device kind."""
-    device, amp = _device(cfg)
-    key = f"{device} | {model_key(cfg, amp)}"
-    for path, source in (
-        (_cache_file(), "calibrated here on {measured}"),
-        (RECORDED, "recorded on {measured}"),
-    ):
-        entry = _read(path).get(key)
-        if entry:
-            return StepTime(entry["step_s"], entry["image_s"], device, source.format(**entry))
+    """A calibration cached on this machine, else the figure recorded with the project for
+    this device's kind (``step_times.json``, keyed ``<kind> | <model>``)."""
+    device, amp = device_and_amp(cfg)
+    entry = _read(_cache_file()).get(f"{device} | {model_key(cfg, amp)}")
+    if entry:
+        source = f"calibrated here on {entry['measured']}"
+        return StepTime(entry["step_s"], entry["image_s"], device, source)
+    kind = device_kind(cfg)
+    entry = _read(RECORDED).get(f"{kind} | {model_key(cfg, amp)}")
+    if entry:
+        source = f"recorded with the project on {entry['measured']} for a {kind} machine"
+        return StepTime(entry["step_s"], entry["image_s"], entry["device"], source)
     return None
+
+
+def record(entries: list[dict[str, Any]]) -> None:
+    """Add calibrations (``calibrate``'s cache entries) to the project's recorded figures,
+    keyed by device kind (``benchmarks/step_times.py``)."""
+    table = _read(RECORDED)
+    for entry in entries:
+        table[f"{entry['kind']} | {entry['model']}"] = entry
+    RECORDED.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
 
 
 def study_step_time(spec: StudySpec, paths: StudyPaths, arm: str) -> StepTime | None:
@@ -266,7 +290,7 @@ def cost_lines(spec: StudySpec, paths: StudyPaths, calibrate_here: bool) -> list
     missing = []
     for arm in spec.arms:
         cfg = arm_config(spec, arm)
-        key = model_key(cfg, _device(cfg)[1])
+        key = model_key(cfg, device_and_amp(cfg)[1])
         figure = study_step_time(spec, paths, arm)
         if figure is None and key in by_model:
             figure = by_model[key]
