@@ -88,6 +88,10 @@ def test_study_joins_a_two_node_cluster_and_uses_both_nodes(tmp_path, bench, clu
     spec = tiny_spec(
         bench,
         arms={"source_only": {"use_target": False, "multi_level": False}},
+        # Trials of a few seconds, shorter than a worker's start: both workers must start at
+        # once (study.ray_internals.api.pending_trials), or the second trial waits, then takes
+        # the first trial's reused worker and both run on one node.
+        train={"num_steps": 240, "schedule_steps": 240, "eval_every": 80},
         search={"num_samples": 2, "space": {"lr": {"log_uniform": [5e-4, 2e-3]}}},
         scheduler={"kind": "none"},
         confirm={"top_k": 0, "seeds": [0]},
@@ -101,7 +105,7 @@ def test_study_joins_a_two_node_cluster_and_uses_both_nodes(tmp_path, bench, clu
     for trial in experiment.iterdir():
         if (trial / "result.json").is_file():
             rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
-            assert rows[-1]["step"] == 6
+            assert rows[-1]["step"] == 240
             nodes |= {row["node_ip"] for row in rows}
     assert nodes == {HEAD, SECOND}
 

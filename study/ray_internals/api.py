@@ -17,13 +17,18 @@ What the project needs and neither library offers publicly:
   (``study.stages.ask_order``).
 * Ray Tune's ``Tuner``: the RunConfig a restored one runs with (``_local_tuner``), whose
   callbacks ``use_callbacks`` replaces with this run's.
+* Ray Tune's pending-trial limit (``TUNE_MAX_PENDING_TRIALS_PG``, read when a fit starts):
+  ``pending_trials`` sets it for a searcher Tune does not recognise as limited.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -218,6 +223,24 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 row = row_id(self._ot_study.get_trials(deepcopy=False)[-1])
                 log.warning("trial %s was missing from the Optuna database: added again", trial_id)
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, row)
+
+
+@contextmanager
+def pending_trials(slots: int) -> Iterator[None]:
+    """Let Tune hold ``slots`` trials pending at once while a search fits. Tune keeps one
+    pending trial for a searcher that is not its own ``ConcurrencyLimiter`` (the
+    ``AskOrderLimiter`` is not): the slots would fill one worker start after another, and a
+    pending trial would take over a finished trial's reused worker, so short trials on a
+    cluster would all run on the node whose worker started first."""
+    key, before = "TUNE_MAX_PENDING_TRIALS_PG", os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")
+    os.environ[key] = str(max(int(slots), 1))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def use_callbacks(tuner: Any, callbacks: list) -> None:

@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from study.errors import Interrupted
-from study.ray_internals.api import AskOrderASHA, PruneAwareOptunaSearch
+from study.ray_internals.api import AskOrderASHA, PruneAwareOptunaSearch, pending_trials
 from study.records.folder import search_experiment
 from study.records.optuna_db import ensure as ensure_optuna_db
 from study.records.optuna_db import study_name
@@ -126,9 +126,10 @@ def run_search(
                 break
             ran_any = True
             progress.finished_before = asked + finished_count(paths.records_dir / name)
-            records += fit_or_restore(
-                session, name, progress, lambda n=name, k=samples: new_tuner(n, k)
-            )
+            with pending_trials(session.slots):
+                records += fit_or_restore(
+                    session, name, progress, lambda n=name, k=samples: new_tuner(n, k)
+                )
         return records
     finally:
         # After a finished or interrupted stage only: a crash (a full disk) leaves Ray's
