@@ -70,7 +70,11 @@ def test_the_dry_run_prices_the_study_with_a_calibration_naming_the_device(
     args = [str(spec_path), "--results", str(tmp_path / "results"), "--dry-run"]
     monkeypatch.setattr(cost, "RECORDED", tmp_path / "none.json")  # nothing recorded
     assert run_main(args) == 0
-    assert "cost: no step time is known on this machine" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  no step time is known on this machine for arm(s) source_only, single_level" in out
+    (total,) = [line for line in out.splitlines() if line.startswith("  total: ")]
+    assert "device-hours unknown" in total and "of disk" in total  # disk needs no step time
+    assert "  search single_level: 3 trials, device-hours unknown; " in out
     assert run_main([*args, "--calibrate"]) == 0
     out = capsys.readouterr().out
     (total,) = [line for line in out.splitlines() if line.startswith("  total: ")]

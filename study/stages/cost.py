@@ -284,7 +284,7 @@ def _size(num_bytes: float) -> str:
 
 def cost_lines(spec: StudySpec, paths: StudyPaths, calibrate_here: bool) -> list[str]:
     """The dry-run's cost: per stage and in total, device-hours and disk, and where each step
-    time was measured; or what to run when none is known."""
+    time was measured; for an arm with no step time, its disk and what to run."""
     figures: dict[str, StepTime] = {}
     by_model: dict[str, StepTime] = {}
     missing = []
@@ -302,36 +302,42 @@ def cost_lines(spec: StudySpec, paths: StudyPaths, calibrate_here: bool) -> list
             missing.append(arm)
             continue
         figures[arm] = by_model.setdefault(key, figure)
-    if missing:
-        return [
-            f"cost: no step time is known on this machine for arm(s) {', '.join(missing)}; "
-            "--dry-run --calibrate times a few steps of each model here"
-        ]
     cfg = arm_config(spec, next(iter(spec.arms)))
     try:
         images = len(build_datasets(cfg, eval_parts=["select"]).eval_sets["select"])
     except DataError:  # a synthetic benchmark not made yet: the size the spec asks for
         counts = spec.data.synthetic.counts if spec.data.synthetic else [0, 0, 0]
         images = counts[2] // 2
-    costs = stage_costs(spec, figures, images)
+    # Disk needs no step time: an arm without one is priced at zero hours, and said unknown.
+    unknown = StepTime(0.0, 0.0, "?", "unknown")
+    costs = stage_costs(spec, {arm: figures.get(arm, unknown) for arm in spec.arms}, images)
     lines = [
         "cost (device-hours at one device per trial; disk: checkpoints kept, Ray's records "
         "and the tables):"
     ]
     for cost in costs:
-        early = f", about {cost.hours:.2f} h under ASHA" if cost.hours < cost.hours_most else ""
-        lines.append(
-            f"  {cost.stage}: {cost.trials} trials, at most {cost.hours_most:.2f} h"
-            f"{early}; {_size(cost.disk_bytes)}"
-        )
-    total_most = sum(c.hours_most for c in costs)
-    total = sum(c.hours for c in costs)
+        stage_arms = missing if cost.stage == "confirm" else [cost.stage.split(" ", 1)[1]]
+        if set(stage_arms) & set(missing):
+            hours = "device-hours unknown"
+        else:
+            early = (
+                f", about {cost.hours:.2f} h under ASHA" if cost.hours < cost.hours_most else ""
+            )
+            hours = f"at most {cost.hours_most:.2f} h{early}"
+        lines.append(f"  {cost.stage}: {cost.trials} trials, {hours}; {_size(cost.disk_bytes)}")
     trials = sum(c.trials for c in costs)
     disk = sum(c.disk_bytes for c in costs) + REPORT_BYTES + trials * REPORT_BYTES_PER_TRIAL
-    lines.append(
-        f"  total: {trials} trials, at most {total_most:.2f} device-hours (about "
-        f"{total:.2f} under ASHA); {_size(disk)} of disk, the report included"
-    )
+    if missing:
+        hours = "device-hours unknown"
+    else:
+        total_most, total = sum(c.hours_most for c in costs), sum(c.hours for c in costs)
+        hours = f"at most {total_most:.2f} device-hours (about {total:.2f} under ASHA)"
+    lines.append(f"  total: {trials} trials, {hours}; {_size(disk)} of disk, the report included")
+    if missing:
+        lines.append(
+            f"  no step time is known on this machine for arm(s) {', '.join(missing)}; "
+            "--dry-run --calibrate times a few steps of each model here"
+        )
     seen = {}
     for arm, figure in figures.items():
         seen.setdefault((figure.device, figure.source), []).append(
