@@ -4,10 +4,11 @@
 
 Runs the same one-arm study (the small backbone at 64x128, evaluations every quarter, two
 trials at once) twice in one call: without trackers, then with ``trackers: {tensorboard: true,
-mlflow: {}}``. Reports each run's mean trial time (the trainer's compute seconds: training and
-evaluation, which the trackers' work in the driver competes with on a small machine) and the
-whole command's wall time, and the ratios with over without. The goal: at most 1.02 for the
-trials' time.
+mlflow: {}}``, in the order untracked, tracked, tracked, untracked (``--rounds`` times), so that
+a machine warming up or slowing down weighs on both alike. Reports each run's mean trial time
+(the trainer's compute seconds: training and evaluation, which the trackers' work in the driver
+competes with on a small machine) and the whole command's wall time, and the ratios with over
+without, of the means over the runs. The goal: at most 1.02 for the trials' time.
 """
 
 from __future__ import annotations
@@ -54,30 +55,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1, help="ABBA rounds (4 runs each)")
     parser.add_argument("--bench", type=Path, default=Path("data/synthetic-64x128-overhead"))
     parser.add_argument("--node-ip-address", help="pin the Ray the study starts (tests)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     extra = ["--node-ip-address", args.node_ip_address] if args.node_ip_address else []
     ensure_benchmark(args.bench.absolute(), 0, (64, 128), (200, 200, 40))
-    measured = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for name, trackers in (
-            ("untracked", {}),
-            ("tracked", {"tensorboard": True, "mlflow": {}}),
-        ):
+    trackers = {"untracked": {}, "tracked": {"tensorboard": True, "mlflow": {}}}
+    measured: dict[str, list[tuple[float, float]]] = {"untracked": [], "tracked": []}
+    order = ["untracked", "tracked", "tracked", "untracked"] * args.rounds
+    for index, name in enumerate(order):
+        with tempfile.TemporaryDirectory() as scratch:
             spec = study_spec(args.bench.absolute(), args.trials, 2, args.steps)
             spec["name"] = name
-            spec["trackers"] = trackers
-            measured[name] = run(spec, Path(scratch), extra)
-    (plain, plain_wall), (tracked, tracked_wall) = measured["untracked"], measured["tracked"]
+            spec["trackers"] = trackers[name]
+            measured[name].append(run(spec, Path(scratch), extra))
+        print(f"run {index + 1}/{len(order)} ({name}): {measured[name][-1]}", file=sys.stderr)
+
+    def mean(name: str, column: int) -> float:
+        return statistics.fmean(run[column] for run in measured[name])
+
     result = {
         "trials": args.trials,
         "steps": args.steps,
-        "trial_seconds": {"untracked": plain, "tracked": tracked},
-        "wall_seconds": {"untracked": plain_wall, "tracked": tracked_wall},
-        "trial_ratio": tracked / plain,
-        "wall_ratio": tracked_wall / plain_wall,
+        "order": order,
+        "trial_seconds": {name: [run[0] for run in runs] for name, runs in measured.items()},
+        "wall_seconds": {name: [run[1] for run in runs] for name, runs in measured.items()},
+        "trial_ratio": mean("tracked", 0) / mean("untracked", 0),
+        "wall_ratio": mean("tracked", 1) / mean("untracked", 1),
     }
     return emit(result, args.json)
 

@@ -10,6 +10,10 @@ import torch
 from adaptseg.config import TrainConfig, build_config
 from adaptseg.data import RandomSegDataset
 
+# Network traffic stays on loopback: MLflow 3 would send usage telemetry from the tests' own
+# mlflow calls and the `mlflow ui` they start (both inherit this).
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
 # Two threads as CI has; mutation testing forks a test process per mutant, and a forked
 # OpenMP pool deadlocks, so .ci/mutation asks for one.
 torch.set_num_threads(int(os.environ.get("ADAPTSEG_TEST_THREADS", "2")))

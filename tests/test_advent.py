@@ -191,6 +191,95 @@ def test_the_advent_spec_compares_the_entropy_arms_with_adaptsegnet_and_the_cont
     }
 
 
+ADVENT_METHODS = {
+    "source_only": ("source_only", "source only", 2, "output", False),
+    "bn_control": ("bn_control", "BatchNorm control (target through G, no target loss)", 2,
+                   "output", True),
+    "adaptsegnet": ("adapted", "output-space adversarial (AdaptSegNet), multi-level", 2,
+                    "output", True),
+    "advent": ("adapted", "entropy-map adversarial (ADVENT's AdvEnt), multi-level", 4,
+               "entropy", True),
+    "minent": ("adapted", "entropy minimisation (ADVENT's MinEnt), multi-level", 4, "output",
+               True),
+    "advent_minent": ("adapted", "entropy-map adversarial (ADVENT's AdvEnt) + entropy "
+                      "minimisation (ADVENT's MinEnt), multi-level", 4, "entropy", True),
+}  # fmt: skip
+
+
+def test_the_arms_table_says_what_each_advent_arm_trains_and_plans(monkeypatch):
+    """Every column of the arms table but the searched space, for the spec as shipped and with
+    its search repeated twice (each repeat plans its own search and confirm trials)."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    for repeats in (1, 2):
+        spec = load_spec(ADVENT_SPEC, [f"search.repeats={repeats}"])
+        rows = arm_rows(spec)
+        assert [row["arm"] for row in rows] == list(ADVENT_METHODS)
+        for order, row in enumerate(rows):
+            role, method, branches, space, target = ADVENT_METHODS[row["arm"]]
+            assert row == {
+                **row,
+                "study": "advent", "order": order, "role": role, "method": method,
+                "multi_level": row["arm"] not in ("source_only", "bn_control"),
+                "model": f"DeepLab-v2 resnet101, {branches} ASPP branches", "source": "gta5",
+                "eval_classes": 19, "adapt_space": space, "use_target": target,
+                "num_steps": 120000, "planned_search": 12 * repeats,
+                "planned_confirm": 3 * repeats,
+            }  # fmt: skip
+    assert comparisons(spec) == [
+        ("advent", "adaptsegnet"), ("minent", "adaptsegnet"), ("advent_minent", "adaptsegnet"),
+        ("adaptsegnet", "bn_control"), ("advent", "bn_control"), ("minent", "bn_control"),
+        ("advent_minent", "bn_control"), ("bn_control", "source_only"),
+        ("adaptsegnet", "source_only"), ("advent", "source_only"), ("minent", "source_only"),
+        ("advent_minent", "source_only"),
+    ]  # fmt: skip
+
+
+def test_a_fixed_weight_makes_a_method_and_an_unweighted_arm_is_the_control(monkeypatch):
+    """What an arm does follows from its weights, fixed or searched: a MinEnt weight fixed
+    above 0 (nothing searched) is MinEnt; an AdvEnt arm whose adversarial weights are fixed at 0
+    and not searched is MinEnt alone, one left at the defaults is adversarial too; the levels
+    spec's arms and pairs are the paper's."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    spec = load_spec(
+        ADVENT_SPEC,
+        [
+            "arms.minent.lambda_ent_main=0.001", "search.space.lambda_ent_main.arms=[advent_minent]",
+            "search.space.lambda_ent_aux.arms=[advent_minent]",
+            "arms.advent.lambda_adv_main=0.0", "arms.advent.lambda_adv_aux=0.0",
+            "arms.advent.lambda_ent_aux=0.0002",
+            "search.space.lambda_adv_main.arms=[adaptsegnet]",
+            "search.space.lambda_adv_aux.arms=[adaptsegnet]",
+            "search.space.lr_d.arms=[bn_control]",
+        ],
+    )  # fmt: skip
+    rows = {row["arm"]: row for row in arm_rows(spec)}
+    assert rows["minent"]["method"] == "entropy minimisation (ADVENT's MinEnt), multi-level"
+    assert rows["minent"]["role"] == "adapted"
+    assert rows["advent"]["method"] == "entropy minimisation (ADVENT's MinEnt), multi-level"
+    assert rows["advent_minent"]["method"] == (  # the default adversarial weights are above 0
+        "entropy-map adversarial (ADVENT's AdvEnt) + entropy minimisation (ADVENT's MinEnt), "
+        "multi-level"
+    )
+    levels = load_spec(Path(__file__).parents[1] / "search_spaces" / "levels.yaml")
+    methods = {row["arm"]: row["method"] for row in arm_rows(levels)}
+    assert methods == {
+        "source_only": "source only",
+        "bn_control": "BatchNorm control (target through G, no target loss)",
+        "single_level": "output-space adversarial (AdaptSegNet), single-level",
+        "multi_level": "output-space adversarial (AdaptSegNet), multi-level",
+        "feature_level": "feature-space adversarial, single-level",
+    }
+    assert comparisons(levels) == [
+        ("multi_level", "single_level"), ("feature_level", "single_level"),
+        ("single_level", "bn_control"), ("multi_level", "bn_control"),
+        ("feature_level", "bn_control"), ("bn_control", "source_only"),
+        ("single_level", "source_only"), ("multi_level", "source_only"),
+        ("feature_level", "source_only"),
+    ]  # fmt: skip
+
+
 def test_an_entropy_weight_searched_on_an_arm_without_the_target_is_refused(tmp_path, monkeypatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)

@@ -161,4 +161,6 @@ def test_trackers_benchmark_runs_the_study_with_and_without_trackers(tmp_path):
     result = run_benchmark("trackers.py", tmp_path, "--trials", "2", "--steps", "4", "--bench",
                            str(tmp_path / "bench"), "--node-ip-address", LOOPBACK)  # fmt: skip
     assert set(result["trial_seconds"]) == {"untracked", "tracked"}
+    assert result["order"] == ["untracked", "tracked", "tracked", "untracked"]
+    assert [len(runs) for runs in result["trial_seconds"].values()] == [2, 2]
     assert result["trial_ratio"] > 0 and result["wall_ratio"] > 0

@@ -295,3 +295,19 @@ def test_export_takes_the_study_folder_or_its_paths(study, tmp_path):
     (study / "ray").rename(shared / "s")
     assert export(StudyPaths(study, str(shared))) == by_folder
     assert export(study)["trials"] == 0  # the folder alone: its spec names no storage
+
+
+def test_a_repeats_trials_carry_their_repeat_and_the_first_repeats_carry_1(study):
+    """A repeated search's trials (and their confirm cases) name their repeat in every table
+    that rows by trial; the first repeat's, which name none, are repeat 1."""
+    case = {"arm": "a", "stage": "confirm", "rank": 0, "seed": 0, "repeat": 2, "lr": 1e-3}
+    experiment(study, "search-a+r2", [
+        ("r2", "TERMINATED", {"arm": "a", "stage": "search", "lr": 1e-3, "repeat": 2},
+         [json.dumps(row(6, 1, 0.2))], None),
+    ])  # fmt: skip
+    experiment(study, "confirm-2", [
+        ("c2", "TERMINATED", {"case": case}, [json.dumps(row(12, 1, 0.3, seed=0))], None),
+    ])  # fmt: skip
+    export(study)
+    repeats = {t["trial_id"]: t["repeat"] for t in table(study, "trials")}
+    assert (repeats["r2"], repeats["c2"], repeats["done"], repeats["c0"]) == (2, 2, 1, 1)

@@ -70,6 +70,26 @@ def test_confirm_cases_cover_every_arm_rank_and_seed_in_the_given_order():
     assert all(c["stage"] == "confirm" for c in cases)
 
 
+def test_a_repeats_cases_name_it_from_the_second_repeat_on():
+    picks = {("a", 1): [{"lr": 1}], ("a", 2): [{"lr": 2}], ("a", 3): [{"lr": 3}], "b": [{"lr": 4}]}
+    cases = confirm_cases(picks, seeds=[0])
+    assert cases == [
+        {"arm": "a", "stage": "confirm", "rank": 0, "seed": 0, "lr": 1},
+        {"arm": "a", "stage": "confirm", "rank": 0, "seed": 0, "repeat": 2, "lr": 2},
+        {"arm": "a", "stage": "confirm", "rank": 0, "seed": 0, "repeat": 3, "lr": 3},
+        {"arm": "b", "stage": "confirm", "rank": 0, "seed": 0, "lr": 4},
+    ]
+
+
+def test_the_summary_is_the_first_repeats_pick_only():
+    """Later repeats' picks are the search's own noise (reported apart), not the headline."""
+    first = confirm("a", 0, 0, 0.5)
+    later = confirm("a", 0, 1, 0.1)
+    later.case["repeat"] = 2
+    assert summarise([first, later])["a"]["seeds"] == 1
+    assert summarise([first, later])["a"]["report_miou_mean"] == 0.5
+
+
 def confirm(arm: str, rank: int, seed: int, miou: float | None, errored: bool = False):
     rows = [{"step": 300, "split": "select", "miou": 0.1}]
     if miou is not None:

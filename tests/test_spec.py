@@ -410,3 +410,34 @@ def test_unset_and_empty_variables_are_one_error_naming_both(monkeypatch):
         "s.yaml: environment variable not set: ADAPTSEG_UNSET (data.root); environment variable "
         "empty: ADAPTSEG_EMPTY (train.init_weights) (export them, or set the keys with --set)"
     )
+
+
+@pytest.mark.parametrize(
+    "trackers, missing, refused",
+    [
+        ({"mlflow": {}}, "mlflow", "trackers.mlflow: the mlflow package is not installed"),
+        ({"tensorboard": True}, "tensorboard", "trackers.tensorboard: the tensorboard package"),
+        ({"tensorboard": True}, "mlflow", None),  # a package the spec does not ask for
+        ({}, "mlflow", None),
+    ],
+)
+def test_a_tracker_whose_package_is_missing_is_refused_naming_the_extra(
+    tmp_path, monkeypatch, trackers, missing, refused
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
+    )
+    path = write(tmp_path, {**BASE, "trackers": trackers})
+    if refused is None:
+        assert load_spec(path).name == "t"
+        return
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    extra = refused.split(".")[1].split(":")[0]
+    assert str(error.value) == (
+        f"{path}: {refused}{'' if refused.endswith('installed') else ' is not installed'}; "
+        f'pip install -e ".[{extra}]"'
+    )

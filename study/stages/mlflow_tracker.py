@@ -4,10 +4,15 @@ seconds); a module-level class, because Ray pickles a run's callbacks with the e
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from ray.air.integrations.mlflow import MLflowLoggerCallback
+# MLflow 3 sends usage telemetry to the internet by default, from a background thread; a study
+# followed in a local store stays offline unless the user asks (MLFLOW_DISABLE_TELEMETRY=false).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
 
 from study.stages.trackers import identity, metrics_of, recorded_rows, sampled
 
