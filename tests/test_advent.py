@@ -24,7 +24,7 @@ from adaptseg.losses import entropy_loss, entropy_map
 from adaptseg.optim import set_poly_lr
 from adaptseg.trainer import Trainer
 from study.errors import SpecError
-from study.spec.arms import arm_rows, comparisons
+from study.spec.arms import arm_rows, comparison_rows, comparisons
 from study.spec.loading import load_spec
 
 
@@ -184,11 +184,17 @@ def test_the_advent_spec_compares_the_entropy_arms_with_adaptsegnet_and_the_cont
     )
     assert rows["advent"]["model"].endswith("4 ASPP branches")
     assert rows["adaptsegnet"]["model"].endswith("2 ASPP branches")
-    assert json.loads(rows["minent"]["searched"]).keys() == {
-        "lambda_ent_main",
-        "lambda_ent_aux",
-        "lr",
+    # the space as the spec writes it, keys sorted (the spec lists lambda_ent_main first)
+    assert json.loads(rows["minent"]["searched"]) == {
+        "lambda_ent_aux": {"log_uniform": [2.0e-5, 2.0e-3]},
+        "lambda_ent_main": {"log_uniform": [1.0e-4, 1.0e-2]},
+        "lr": {"log_uniform": [1.0e-4, 1.0e-3]},
     }
+    assert list(json.loads(rows["minent"]["searched"])) == [
+        "lambda_ent_aux",
+        "lambda_ent_main",
+        "lr",
+    ]
 
 
 ADVENT_METHODS = {
@@ -262,6 +268,7 @@ def test_a_fixed_weight_makes_a_method_and_an_unweighted_arm_is_the_control(monk
         "entropy-map adversarial (ADVENT's AdvEnt) + entropy minimisation (ADVENT's MinEnt), "
         "multi-level"
     )
+    assert ("minent", "adaptsegnet") in comparisons(spec)  # an entropy arm by its fixed weight
     levels = load_spec(Path(__file__).parents[1] / "search_spaces" / "levels.yaml")
     methods = {row["arm"]: row["method"] for row in arm_rows(levels)}
     assert methods == {
@@ -278,6 +285,10 @@ def test_a_fixed_weight_makes_a_method_and_an_unweighted_arm_is_the_control(monk
         ("single_level", "source_only"), ("multi_level", "source_only"),
         ("feature_level", "source_only"),
     ]  # fmt: skip
+    assert comparison_rows(levels)[:2] == [
+        {"study": "levels", "order": 0, "arm": "multi_level", "baseline": "single_level"},
+        {"study": "levels", "order": 1, "arm": "feature_level", "baseline": "single_level"},
+    ]
 
 
 def test_an_entropy_weight_searched_on_an_arm_without_the_target_is_refused(tmp_path, monkeypatch):
