@@ -191,3 +191,18 @@ def test_mlflow_ui_on_loopback_shows_the_studys_experiment(tmp_path):
     finally:
         os.killpg(server.pid, 9)
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "true"), ("false", "false")])
+def test_the_mlflow_tracker_keeps_a_study_offline_unless_the_user_says(given, expected):
+    """MLflow 3 sends usage telemetry to the internet by default: loading the tracker turns it
+    off, and a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    if given is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = given
+    code = ("import os, study.stages.mlflow_tracker; "
+            "print(os.environ['MLFLOW_DISABLE_TELEMETRY'])")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == expected
